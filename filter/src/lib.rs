@@ -1,0 +1,2 @@
+//! keygate's Envoy filter (proxy-wasm). Filled in by the filter issue.
+#![forbid(unsafe_code)]
