@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test: unit, property and vector tests, keyd against SQLite and PostgreSQL, and
+# the end-to-end tests with the real Envoy, nginx, Caddy, keyd, keyctl, the fake Ollama and
+# the real ollama/openai clients. Sets up what is missing first (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+bash scripts/setup.sh
+
+export ENVOY_BIN="${ENVOY_BIN:-$ROOT/.venv/bin/envoy}"
+export KEYGATE_PYTHON="${KEYGATE_PYTHON:-$ROOT/.venv/bin/python}"
+export KEYGATE_WASM="${KEYGATE_WASM:-$ROOT/target/wasm32-wasip1/release/keygate_filter.wasm}"
+export KEYD_TEST_DATABASE_URL="${KEYD_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+PATH="/usr/sbin:$PATH"
+
+# PostgreSQL runs on this kind of machine; start it if it stopped.
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+fi
+
+echo "==> cargo test --workspace" >&2
+cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-2}"
