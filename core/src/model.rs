@@ -44,7 +44,22 @@ fn normalize_inner(name: &str, pattern: bool) -> Option<String> {
         },
     };
     let segments: Vec<&str> = path.split('/').collect();
-    if segments.iter().any(|s| s.is_empty()) {
+    // Like Ollama's own name parts: each starts with a letter, digit or `_` (so `..` and
+    // `-x` are not names), and only a host (the first of three segments) has a `:port`.
+    let starts_ok = |s: &str| {
+        s.bytes().next().is_some_and(|b| {
+            b.is_ascii_alphanumeric() || b == b'_' || (pattern && matches!(b, b'*' | b'?'))
+        })
+    };
+    let host_segments = usize::from(segments.len() == 3);
+    if segments
+        .iter()
+        .enumerate()
+        .any(|(i, s)| !starts_ok(s) || (i >= host_segments && s.contains(':')))
+    {
+        return None;
+    }
+    if tag.as_deref().is_some_and(|t| !starts_ok(t)) {
         return None;
     }
     let full = match segments.as_slice() {

@@ -172,7 +172,8 @@ pub fn verify(
         return Err(SigReject::BadTs);
     }
     let ts: i64 = ts_text.parse().map_err(|_| SigReject::BadTs)?;
-    if (now - ts).abs() > opts.window_secs {
+    // `abs_diff` cannot overflow whatever clock value the caller passes.
+    if now.abs_diff(ts) > opts.window_secs.max(0).unsigned_abs() {
         return Err(SigReject::Stale);
     }
     let prefix = opts.mount_prefix.trim_end_matches('/');

@@ -494,8 +494,10 @@ pub fn decode(
     if c.take(4) != Some(MAGIC.as_slice()) {
         return Err(SnapshotReject::BadMagic);
     }
-    if c.u8() != Some(FORMAT) {
-        return Err(SnapshotReject::UnsupportedVersion);
+    match c.u8() {
+        Some(FORMAT) => {}
+        Some(_) => return Err(SnapshotReject::UnsupportedVersion),
+        None => return Err(SnapshotReject::Malformed),
     }
     let kind = c.u8().ok_or(SnapshotReject::Malformed)?;
     let signer = c.array::<8>().ok_or(SnapshotReject::Malformed)?;

@@ -159,10 +159,15 @@ pub fn verify(
     else {
         return Err(TokenReject::Malformed);
     };
-    if h64.is_empty() || c64.is_empty() || s64.is_empty() {
+    // An empty signature segment is left to the header and signature checks, so an
+    // `alg: none` token (`header.claims.`) is reported as the forbidden alg it is.
+    if h64.is_empty() || c64.is_empty() {
         return Err(TokenReject::Malformed);
     }
     let header_bytes = b64url_decode(h64).ok_or(TokenReject::BadBase64)?;
+    if !is_json_object(&header_bytes) {
+        return Err(TokenReject::BadHeader);
+    }
     let header: Header =
         serde_json::from_slice(&header_bytes).map_err(|_| TokenReject::BadHeader)?;
     if header.alg != "EdDSA" {
@@ -187,6 +192,9 @@ pub fn verify(
     key.verify_strict(signing_input.as_bytes(), &sig)
         .map_err(|_| TokenReject::BadSignature)?;
     let claims_bytes = b64url_decode(c64).ok_or(TokenReject::BadBase64)?;
+    if !is_json_object(&claims_bytes) {
+        return Err(TokenReject::BadClaims);
+    }
     let claims: Claims =
         serde_json::from_slice(&claims_bytes).map_err(|_| TokenReject::BadClaims)?;
     check_times(&claims, opts)?;
@@ -196,6 +204,13 @@ pub fn verify(
         }
     }
     Ok(claims)
+}
+
+/// JOSE header and claims must be JSON objects (RFC 7515 §4, RFC 7519 §7.2). serde's
+/// derived `Deserialize` would also read a struct from a JSON array (`["EdDSA",null,"k1"]`),
+/// which no other JWT implementation accepts, so the shape is checked first.
+fn is_json_object(bytes: &[u8]) -> bool {
+    bytes.trim_ascii_start().first() == Some(&b'{')
 }
 
 /// Time checks, also used when a cached token is reused (expiry still applies).

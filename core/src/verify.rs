@@ -463,8 +463,21 @@ pub fn authorize_route(
 
 /// The JSON fields that name a model on some Ollama route. Go's `encoding/json` matches
 /// field names case-insensitively, so `{"Model": …}` names the model too: fields are
-/// matched ignoring ASCII case, and every match is checked.
+/// matched the way Go folds them (see [`go_fold_eq`]), and every match is checked.
 const MODEL_FIELDS: &[&str] = &["model", "name", "source", "destination", "from"];
+
+/// Field-name equality as Go's `encoding/json` decides it: Unicode simple case folding,
+/// not just ASCII. Among the letters of [`MODEL_FIELDS`] only `k` and `s` have non-ASCII
+/// fold partners (U+212A KELVIN SIGN, U+017F LATIN SMALL LETTER LONG S), so `"ſource"`
+/// sets Ollama's `Source` field and must be checked like `"source"`.
+fn go_fold_eq(key: &str, field: &str) -> bool {
+    let fold = |c: char| match c {
+        '\u{212a}' => 'k',
+        '\u{17f}' => 's',
+        c => c.to_ascii_lowercase(),
+    };
+    key.chars().map(fold).eq(field.chars().map(fold))
+}
 
 struct ModelNames(Vec<String>);
 
@@ -482,7 +495,7 @@ impl<'de> serde::Deserialize<'de> for ModelNames {
             ) -> Result<ModelNames, A::Error> {
                 let mut out = Vec::new();
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    if MODEL_FIELDS.iter().any(|f| key.eq_ignore_ascii_case(f)) {
+                    if MODEL_FIELDS.iter().any(|f| go_fold_eq(&key, f)) {
                         // A non-string here is refused: Ollama would reject it too, and we
                         // must never forward a model we could not read.
                         let v: Cow<'de, str> = map.next_value()?;
@@ -511,6 +524,23 @@ pub fn authorize_body(principal: &Principal, body: &[u8]) -> Result<(), DenyReas
     Ok(())
 }
 
+/// The path a route is classified on: without the signed-request `ts` parameter and
+/// without the mount prefix the gateway is served under ([`SigOptions::mount_prefix`]),
+/// so `/ollama/api/chat?ts=…` behind a gateway mounted at `/ollama` is `/api/chat` for
+/// every credential type. A path outside the prefix is classified as it is.
+pub fn route_path<'a>(path: &'a str, mount_prefix: &str) -> &'a str {
+    let p = ollama_sig::strip_ts(path);
+    let prefix = mount_prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        return p;
+    }
+    match p.strip_prefix(prefix) {
+        Some("") => "/",
+        Some(rest) if rest.starts_with('/') || rest.starts_with('?') => rest,
+        _ => p,
+    }
+}
+
 /// A request as seen by a proxy, for [`decide`].
 #[derive(Debug, Clone)]
 pub struct RequestView<'a> {
@@ -536,7 +566,7 @@ pub fn decide<S: KeyStore + ?Sized>(
 ) -> Decision {
     let cred = extract_credential(req.authorization, req.x_api_key);
     let principal = authenticate(&cred, req.method, req.path, store, now, cfg)?;
-    let route = crate::routes::classify(req.method, ollama_sig::strip_ts(req.path));
+    let route = crate::routes::classify(req.method, route_path(req.path, &cfg.sig.mount_prefix));
     match authorize_route(&principal, &route, req.content_encoding)? {
         RouteOutcome::Allow => Ok(principal),
         RouteOutcome::NeedBody => match req.body {

@@ -1,0 +1,1 @@
+"""The keygate benchmark runner's parts (bench/run.py is the entry point)."""

@@ -1,0 +1,920 @@
+//! One request through the filter: snapshot readiness, per-address failure backoff,
+//! credential, route, rate, then either forward (credential stripped, key id added) or
+//! answer with keygate-core's denial.
+//!
+//! Decided on headers alone except on routes whose policy depends on the model named in
+//! the JSON body: only those are buffered, only up to `max_body_bytes` (413 beyond), and
+//! only with an identity `Content-Encoding`. Responses are never touched, so NDJSON and
+//! SSE streams pass through unbuffered.
+
+use crate::cache::{digest, Verified};
+use crate::host::Host;
+use crate::root::Worker;
+use crate::shared::{self, SharedStore};
+use keygate_core::deny;
+use keygate_core::ollama_sig;
+use keygate_core::ratelimit;
+use keygate_core::routes::{self, ApiFlavor};
+use keygate_core::snapshot::{KeyKind, KeyStatus, KeyStore};
+use keygate_core::token::looks_like_token;
+use keygate_core::verify::{
+    authenticate, authorize_body, authorize_route, extract_credential, principal_for_token,
+    Credential, DenyReason, Principal, RouteOutcome, Via,
+};
+use keygate_core::TokenReject;
+use std::net::IpAddr;
+
+/// Request headers the filter sets for the upstream (and removes when a client sends them).
+pub const KEY_ID_HEADER: &str = "x-keygate-key-id";
+pub const KEY_NAME_HEADER: &str = "x-keygate-key-name";
+/// Filter-state property holding the key id (Envoy logs it as
+/// `%FILTER_STATE(wasm.keygate_key_id:PLAIN)%`).
+pub const KEY_ID_PROPERTY: &str = "keygate_key_id";
+
+/// What the proxy should do with the request now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward.
+    Continue,
+    /// Keep buffering the body (model-scoped route, body not complete yet).
+    Pause,
+    /// The filter answered; stop.
+    Responded,
+}
+
+/// Per-request state: set when the body must still be checked.
+#[derive(Debug, Default)]
+pub struct Request {
+    pending: Option<Pending>,
+    done: bool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    principal: Principal,
+    flavor: ApiFlavor,
+}
+
+fn header<H: Host + ?Sized>(host: &H, name: &str) -> Option<String> {
+    host.request_header(name)
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+/// The client's address as a backoff bucket: the IP without port; IPv6 grouped by /64
+/// (one host usually owns a whole /64, so per-address buckets would be free to rotate).
+pub fn client_bucket(source_address: &str) -> Option<String> {
+    let host = if let Some(rest) = source_address.strip_prefix('[') {
+        rest.split_once(']').map(|(h, _)| h)?
+    } else {
+        match source_address.rsplit_once(':') {
+            Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => source_address,
+        }
+    };
+    match host.parse::<IpAddr>().ok()? {
+        IpAddr::V4(v4) => Some(v4.to_string()),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(format!(
+                "{:x}:{:x}:{:x}:{:x}::/64",
+                s.first()?,
+                s.get(1)?,
+                s.get(2)?,
+                s.get(3)?
+            ))
+        }
+    }
+}
+
+fn deny<H: Host + ?Sized>(host: &H, w: &mut Worker, flavor: ApiFlavor, reason: DenyReason) {
+    let r = deny::render(flavor, reason);
+    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    w.stats.denied(host, reason.code());
+    host.send_response(r.status, &headers, r.body.as_bytes());
+}
+
+/// The signed-request cache entry's principal: re-checks the registration on every hit.
+fn principal_for_signed<S: KeyStore + ?Sized>(
+    store: &S,
+    public_key: &[u8; 32],
+    now: i64,
+) -> Result<Principal, DenyReason> {
+    let id = ollama_sig::key_id_for(public_key);
+    let rec = store.key(&id).ok_or(DenyReason::UnregisteredPublicKey)?;
+    if rec.kind != KeyKind::OllamaKey || rec.digest != *public_key {
+        return Err(DenyReason::UnregisteredPublicKey);
+    }
+    if rec.status == KeyStatus::Revoked {
+        return Err(DenyReason::KeyRevoked);
+    }
+    if rec.expires_at.is_some_and(|t| t <= now) {
+        return Err(DenyReason::KeyExpired);
+    }
+    Ok(Principal {
+        key_id: rec.id.clone(),
+        name: rec.name.clone(),
+        policy: rec.policy.clone(),
+        via: Via::Signed,
+        token_exp: None,
+        jti: None,
+    })
+}
+
+/// Authenticates, using the verified-credential cache for tokens and signed requests.
+fn authenticate_cached<H: Host + ?Sized>(
+    host: &H,
+    w: &mut Worker,
+    cred: &Credential<'_>,
+    method: &str,
+    path: &str,
+    now: i64,
+) -> Result<Principal, DenyReason> {
+    let cfg = w.cfg.clone();
+    match cred {
+        Credential::Secret(text) if looks_like_token(text) => {
+            let key = digest(&[b"token", text.as_bytes()]);
+            if let Some(Verified::Token { sub, jti, exp }) = w.cache.get(&key, now).cloned() {
+                let store = SharedStore {
+                    host,
+                    signing: &w.view.signing,
+                };
+                return principal_for_token(&sub, &jti, exp, &store, now, &cfg.engine);
+            }
+            let mut r = {
+                let store = SharedStore {
+                    host,
+                    signing: &w.view.signing,
+                };
+                authenticate(cred, method, path, &store, now, &cfg.engine)
+            };
+            if r == Err(DenyReason::Token(TokenReject::UnknownKid)) && w.view.refresh(host) {
+                // A token signing key rotated since this worker last read kg:meta.
+                let store = SharedStore {
+                    host,
+                    signing: &w.view.signing,
+                };
+                r = authenticate(cred, method, path, &store, now, &cfg.engine);
+            }
+            if let Ok(p) = &r {
+                if let (Some(exp), Some(jti)) = (p.token_exp, p.jti.clone()) {
+                    let v = Verified::Token {
+                        sub: p.key_id.clone(),
+                        jti,
+                        exp,
+                    };
+                    w.cache
+                        .insert(key, v, exp.saturating_add(cfg.engine.token_leeway), now);
+                }
+            }
+            r
+        }
+        Credential::Signed(header) => {
+            let key = digest(&[
+                b"signed",
+                header.as_bytes(),
+                method.as_bytes(),
+                path.as_bytes(),
+            ]);
+            let store = SharedStore {
+                host,
+                signing: &w.view.signing,
+            };
+            if let Some(Verified::Signed { public_key, ts }) = w.cache.get(&key, now).cloned() {
+                if (now - ts).abs() > cfg.engine.sig.window_secs {
+                    return Err(DenyReason::Signed(ollama_sig::SigReject::Stale));
+                }
+                return principal_for_signed(&store, &public_key, now);
+            }
+            let v = ollama_sig::verify(header, method, path, now, &cfg.engine.sig)
+                .map_err(DenyReason::Signed)?;
+            let p = principal_for_signed(&store, &v.public_key, now)?;
+            let until =
+                v.ts.saturating_add(cfg.engine.sig.window_secs)
+                    .saturating_add(1);
+            w.cache.insert(
+                key,
+                Verified::Signed {
+                    public_key: v.public_key,
+                    ts: v.ts,
+                },
+                until,
+                now,
+            );
+            Ok(p)
+        }
+        _ => {
+            let store = SharedStore {
+                host,
+                signing: &w.view.signing,
+            };
+            authenticate(cred, method, path, &store, now, &cfg.engine)
+        }
+    }
+}
+
+/// The path used to classify the route: without `ts` (signed requests) and without the
+/// configured mount prefix.
+fn route_path<'a>(path: &'a str, mount_prefix: &str) -> &'a str {
+    let p = ollama_sig::strip_ts(path);
+    let prefix = mount_prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        return p;
+    }
+    match p.strip_prefix(prefix) {
+        Some("") => "/",
+        Some(rest) if rest.starts_with('/') || rest.starts_with('?') => rest,
+        _ => p,
+    }
+}
+
+impl Request {
+    /// The header phase. Everything except the model check happens here.
+    pub fn on_headers<H: Host + ?Sized>(
+        &mut self,
+        host: &H,
+        w: &mut Worker,
+        end_of_stream: bool,
+    ) -> Verdict {
+        // Identity headers are the filter's to set; a client's own are never trusted.
+        host.set_request_header(KEY_ID_HEADER, None);
+        host.set_request_header(KEY_NAME_HEADER, None);
+
+        let method = header(host, ":method").unwrap_or_default();
+        let path = header(host, ":path").unwrap_or_default();
+        let cfg = w.cfg.clone();
+        let route = routes::classify(&method, route_path(&path, &cfg.engine.sig.mount_prefix));
+        let flavor = route.flavor;
+        let now_us = host.now_us();
+        let now = i64::try_from(now_us / 1_000_000).unwrap_or(i64::MAX);
+
+        if let Err(reason) = w.readiness(host, now_us) {
+            return self.respond(host, w, flavor, reason);
+        }
+
+        let bucket = cfg.failure_backoff.and_then(|_| {
+            host.property(&["source", "address"])
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|a| client_bucket(&a))
+        });
+        if let (Some(fb), Some(b)) = (cfg.failure_backoff, bucket.as_deref()) {
+            let state = host.shared_get(&shared::failure_entry(b));
+            if let Some(secs) = fb.blocked(state.bytes(), now_us) {
+                let reason = DenyReason::TooManyFailures {
+                    retry_after_secs: secs,
+                };
+                return self.respond(host, w, flavor, reason);
+            }
+        }
+
+        // A header that is not UTF-8 cannot hold any credential keygate issues.
+        let authorization = host.request_header("authorization");
+        let x_api_key = host.request_header("x-api-key");
+        let authz_text = authorization.as_deref().map(core::str::from_utf8);
+        let xkey_text = x_api_key.as_deref().map(core::str::from_utf8);
+        let cred = match (authz_text, xkey_text) {
+            (Some(Err(_)), _) | (None, Some(Err(_))) => Credential::Unparseable,
+            (a, x) => extract_credential(a.and_then(Result::ok), x.and_then(Result::ok)),
+        };
+        let principal = match authenticate_cached(host, w, &cred, &method, &path, now) {
+            Ok(p) => p,
+            Err(reason) => {
+                // A request without any credential guesses nothing: only wrong
+                // credentials count toward the address's backoff.
+                let guessed = reason.is_auth_failure() && reason != DenyReason::NoCredential;
+                if let (Some(fb), Some(b), true) = (
+                    cfg.failure_backoff,
+                    bucket.as_deref(),
+                    guessed,
+                ) {
+                    shared::cas_update(host, &shared::failure_entry(b), |cur| {
+                        (Some(fb.record_failure(cur, now_us)), ())
+                    });
+                }
+                return self.respond(host, w, flavor, reason);
+            }
+        };
+        let is_signed = matches!(cred, Credential::Signed(_));
+        drop(cred);
+
+        let content_encoding = header(host, "content-encoding");
+        let outcome = match authorize_route(&principal, &route, content_encoding.as_deref()) {
+            Ok(o) => o,
+            Err(reason) => return self.respond(host, w, flavor, reason),
+        };
+
+        if let Some(rate) = principal.policy.rate {
+            let d = shared::cas_update(host, &shared::rate_entry(&principal.key_id), |cur| {
+                let d = ratelimit::step(cur, &rate, now_us);
+                (d.allowed.then(|| d.next_state.to_vec()), d)
+            });
+            if !d.allowed {
+                let reason = DenyReason::RateLimited {
+                    retry_after_secs: d.retry_after_secs,
+                };
+                return self.respond(host, w, flavor, reason);
+            }
+        }
+
+        // From here the request is authenticated: the credential never goes upstream.
+        host.set_request_header("authorization", None);
+        host.set_request_header("x-api-key", None);
+        if is_signed {
+            host.set_request_header(":path", Some(ollama_sig::strip_ts(&path)));
+        }
+        host.set_request_header(KEY_ID_HEADER, Some(&principal.key_id));
+        if principal.name.bytes().all(|b| b >= 0x20 && b != 0x7f) {
+            host.set_request_header(KEY_NAME_HEADER, Some(&principal.name));
+        }
+        if let Some(h) = cfg.upstream_host.as_deref() {
+            host.set_request_header(":authority", Some(h));
+        }
+        host.set_property(&[KEY_ID_PROPERTY], principal.key_id.as_bytes());
+
+        match outcome {
+            RouteOutcome::Allow => {
+                w.stats.allowed(host);
+                self.done = true;
+                Verdict::Continue
+            }
+            RouteOutcome::NeedBody => {
+                let too_long = header(host, "content-length")
+                    .and_then(|l| l.trim().parse::<u64>().ok())
+                    .is_some_and(|l| l > cfg.max_body_bytes as u64);
+                if too_long {
+                    return self.respond(host, w, flavor, DenyReason::BodyTooLarge);
+                }
+                self.pending = Some(Pending { principal, flavor });
+                if end_of_stream {
+                    return self.finish_body(host, w, &[]);
+                }
+                Verdict::Pause
+            }
+        }
+    }
+
+    /// The body phase: only reached on model-scoped routes.
+    pub fn on_body<H: Host + ?Sized>(
+        &mut self,
+        host: &H,
+        w: &mut Worker,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Verdict {
+        if self.done {
+            return Verdict::Continue;
+        }
+        let Some(p) = &self.pending else {
+            return Verdict::Continue;
+        };
+        if body_size > w.cfg.max_body_bytes {
+            let flavor = p.flavor;
+            return self.respond(host, w, flavor, DenyReason::BodyTooLarge);
+        }
+        if !end_of_stream {
+            return Verdict::Pause;
+        }
+        let body = host.request_body(body_size).unwrap_or_default();
+        self.finish_body(host, w, &body)
+    }
+
+    fn finish_body<H: Host + ?Sized>(&mut self, host: &H, w: &mut Worker, body: &[u8]) -> Verdict {
+        let Some(p) = self.pending.take() else {
+            return Verdict::Continue;
+        };
+        match authorize_body(&p.principal, body) {
+            Ok(()) => {
+                w.stats.allowed(host);
+                self.done = true;
+                Verdict::Continue
+            }
+            Err(reason) => self.respond(host, w, p.flavor, reason),
+        }
+    }
+
+    fn respond<H: Host + ?Sized>(
+        &mut self,
+        host: &H,
+        w: &mut Worker,
+        flavor: ApiFlavor,
+        reason: DenyReason,
+    ) -> Verdict {
+        self.pending = None;
+        self.done = true;
+        deny(host, w, flavor, reason);
+        Verdict::Responded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::*;
+    use crate::shared::{jti_entry, key_entry};
+    use keygate_core::model::ModelGlob;
+    use keygate_core::ratelimit::{Rate, RateSpec};
+    use keygate_core::snapshot::KeyRecord;
+
+    fn run(
+        host: &MockHost,
+        w: &mut Worker,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (Verdict, Option<Reply>) {
+        host.request(headers, body);
+        let mut req = Request::default();
+        let eos = body.is_empty();
+        let mut v = req.on_headers(host, w, eos);
+        if v == Verdict::Pause {
+            // Deliver the body in two chunks, as a proxy would.
+            let half = body.len() / 2;
+            v = req.on_body(host, w, half, false);
+            if v == Verdict::Pause {
+                v = req.on_body(host, w, body.len(), true);
+            }
+        }
+        (v, host.take_reply())
+    }
+
+    fn get(path: &str, auth: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut h = vec![(":method", "GET".to_owned()), (":path", path.to_owned())];
+        if let Some(a) = auth {
+            h.push(("authorization", a.to_owned()));
+        }
+        h
+    }
+
+    fn refs<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+        h.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+
+    fn setup(keys: Vec<KeyRecord>) -> (MockHost, Worker) {
+        let host = MockHost::default();
+        let w = worker_with(&host, "", &snapshot(1, keys));
+        (host, w)
+    }
+
+    fn rewrite(host: &MockHost, rec: &KeyRecord) {
+        host.shared_set(&key_entry(&rec.id), &rec.to_bytes(), None)
+            .unwrap();
+    }
+
+    #[test]
+    fn valid_key_is_forwarded_without_credential_and_with_its_id() {
+        let (key, rec) = api_key(1);
+        let (host, mut w) = setup(vec![rec.clone()]);
+        let auth = format!("Bearer {}", key.expose_secret());
+        let mut h = get("/api/tags", Some(&auth));
+        h.push(("x-keygate-key-id", "spoofed".into()));
+        h.push(("x-api-key", "also-dropped".into()));
+        let (v, reply) = run(&host, &mut w, &refs(&h), b"");
+        assert_eq!(v, Verdict::Continue, "{reply:?}");
+        assert_eq!(host.header("authorization"), None);
+        assert_eq!(host.header("x-api-key"), None);
+        assert_eq!(host.header(KEY_ID_HEADER).as_deref(), Some(rec.id.as_str()));
+        assert_eq!(host.header(KEY_NAME_HEADER).as_deref(), Some("key 1"));
+        assert_eq!(
+            host.header(":authority").as_deref(),
+            Some("127.0.0.1:11434")
+        );
+        assert_eq!(
+            host.property(&[KEY_ID_PROPERTY]).as_deref(),
+            Some(rec.id.as_bytes())
+        );
+        assert_eq!(host.metric(crate::stats::ALLOWED), 1);
+    }
+
+    #[test]
+    fn every_credential_form_is_accepted() {
+        use base64::Engine as _;
+        let (key, rec) = api_key(2);
+        let (host, mut w) = setup(vec![rec]);
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("user:{}", key.expose_secret()));
+        for h in [
+            vec![("authorization", format!("Bearer {}", key.expose_secret()))],
+            vec![("x-api-key", key.expose_secret().to_owned())],
+            vec![("authorization", format!("Basic {basic}"))],
+        ] {
+            let mut all = get("/api/tags", None);
+            all.extend(h.iter().cloned());
+            let (v, reply) = run(&host, &mut w, &refs(&all), b"");
+            assert_eq!(v, Verdict::Continue, "{h:?}: {reply:?}");
+            assert_eq!(host.header("authorization"), None);
+            assert_eq!(host.header("x-api-key"), None);
+        }
+    }
+
+    #[test]
+    fn bad_credentials_get_401_with_their_reason() {
+        let (key, mut rec) = api_key(3);
+        let (other, _) = api_key(4);
+        let (host, mut w) = setup(vec![rec.clone()]);
+        let wrong_secret = {
+            // The right id with another key's secret (checksum recomputed by generate).
+            let id = keygate_core::apikey::KeyId::parse(&rec.id).unwrap();
+            keygate_core::apikey::ApiKey::generate(&id, [0xee; 32])
+        };
+        let mut bad_sum = key.expose_secret().to_owned();
+        bad_sum.pop();
+        bad_sum.push(if key.expose_secret().ends_with('a') {
+            'b'
+        } else {
+            'a'
+        });
+        let cases: Vec<(Option<String>, &str)> = vec![
+            (None, "no_credential"),
+            (Some("Bearer garbage".into()), "key_wrong_prefix"),
+            (
+                Some(format!("Bearer {}", wrong_secret.expose_secret())),
+                "key_wrong_secret",
+            ),
+            (Some(format!("Bearer {bad_sum}")), "key_bad_checksum"),
+            (
+                Some(format!("Bearer {}", other.expose_secret())),
+                "key_unknown",
+            ),
+            (Some("Digest abc".into()), "credential_unparseable"),
+        ];
+        for (auth, code) in cases {
+            let (v, reply) = run(
+                &host,
+                &mut w,
+                &refs(&get("/api/tags", auth.as_deref())),
+                b"",
+            );
+            let reply = reply.unwrap_or_else(|| panic!("{code}: no reply"));
+            assert_eq!(v, Verdict::Responded);
+            assert_eq!(
+                (reply.status, reply.header("x-keygate-deny")),
+                (401, Some(code))
+            );
+            assert!(reply.header("www-authenticate").is_some());
+            let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+            assert!(body["error"].as_str().is_some(), "{code}: {body}");
+        }
+        // Not UTF-8: refused, no panic.
+        host.request(&[(":method", "GET"), (":path", "/api/tags")], b"");
+        host.headers
+            .borrow_mut()
+            .push(("authorization".into(), vec![0xff, 0xfe]));
+        let mut req = Request::default();
+        assert_eq!(req.on_headers(&host, &mut w, true), Verdict::Responded);
+        assert_eq!(host.take_reply().unwrap().status, 401);
+
+        let auth = format!("Bearer {}", key.expose_secret());
+        rec.status = KeyStatus::Revoked;
+        rewrite(&host, &rec);
+        let (_, reply) = run(&host, &mut w, &refs(&get("/api/tags", Some(&auth))), b"");
+        assert_eq!(reply.unwrap().header("x-keygate-deny"), Some("key_revoked"));
+        rec.status = KeyStatus::Active;
+        rec.expires_at = Some(NOW - 1);
+        rewrite(&host, &rec);
+        let (_, reply) = run(&host, &mut w, &refs(&get("/api/tags", Some(&auth))), b"");
+        assert_eq!(reply.unwrap().header("x-keygate-deny"), Some("key_expired"));
+        assert_eq!(host.metric("keygate.denied.key_expired"), 1);
+    }
+
+    #[test]
+    fn openai_routes_get_openai_shaped_errors() {
+        let (host, mut w) = setup(vec![]);
+        let (_, reply) = run(&host, &mut w, &refs(&get("/v1/models", None)), b"");
+        let body: serde_json::Value = serde_json::from_str(&reply.unwrap().body).unwrap();
+        assert_eq!(body["error"]["code"], "no_credential");
+        assert_eq!(body["error"]["type"], "authentication_error");
+    }
+
+    #[test]
+    fn tokens_are_verified_once_then_rechecked_against_revocation() {
+        let (_, mut rec) = api_key(5);
+        let (host, mut w) = setup(vec![rec.clone()]);
+        let t = token_for(&rec, "jti-1", NOW - 10, NOW + 600);
+        let auth = format!("Bearer {t}");
+        let (v, r) = run(&host, &mut w, &refs(&get("/api/tags", Some(&auth))), b"");
+        assert_eq!(v, Verdict::Continue, "{r:?}");
+        assert_eq!(w.cache.len(), 1);
+        // A cache hit does not need the signing key any more...
+        let keys = std::mem::take(&mut w.view.signing);
+        let (v, _) = run(&host, &mut w, &refs(&get("/api/tags", Some(&auth))), b"");
+        assert_eq!(v, Verdict::Continue);
+        // ...but sees a revoked token id at once,
+        host.shared_set(&jti_entry("jti-1"), &(NOW + 600).to_be_bytes(), None)
+            .unwrap();
+        let (_, r) = run(&host, &mut w, &refs(&get("/api/tags", Some(&auth))), b"");
+        assert_eq!(r.unwrap().header("x-keygate-deny"), Some("token_revoked"));
+        // and a revoked parent key.
+        w.view.signing = keys;
+        let t2 = token_for(&rec, "jti-2", NOW - 10, NOW + 600);
+        let auth2 = format!("Bearer {t2}");
+        assert_eq!(
+            run(&host, &mut w, &refs(&get("/api/tags", Some(&auth2))), b"").0,
+            Verdict::Continue
+        );
+        rec.status = KeyStatus::Revoked;
+        rewrite(&host, &rec);
+        let (_, r) = run(&host, &mut w, &refs(&get("/api/tags", Some(&auth2))), b"");
+        assert_eq!(r.unwrap().status, 401);
+        // An expired cached token is refused.
+        rec.status = KeyStatus::Active;
+        rewrite(&host, &rec);
+        let t3 = token_for(&rec, "jti-3", NOW - 10, NOW + 5);
+        let auth3 = format!("Bearer {t3}");
+        assert_eq!(
+            run(&host, &mut w, &refs(&get("/api/tags", Some(&auth3))), b"").0,
+            Verdict::Continue
+        );
+        host.set_now(NOW + 40);
+        let (_, r) = run(&host, &mut w, &refs(&get("/api/tags", Some(&auth3))), b"");
+        assert_eq!(r.unwrap().header("x-keygate-deny"), Some("token_expired"));
+    }
+
+    #[test]
+    fn bad_tokens_are_refused() {
+        let (_, rec) = api_key(6);
+        let (host, mut w) = setup(vec![rec.clone()]);
+        let good = token_for(&rec, "j", NOW - 10, NOW + 600);
+        let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+        let none_header = keygate_core::codec::b64url_encode(br#"{"alg":"none","kid":"t1"}"#);
+        let alg_none = format!("{none_header}.{}.", parts[1]);
+        parts[1] = keygate_core::codec::b64url_encode(
+            format!(
+                r#"{{"iss":"keyd","sub":"{}","iat":{},"exp":{},"jti":"x"}}"#,
+                rec.id,
+                NOW,
+                NOW + 9000
+            )
+            .as_bytes(),
+        );
+        let tampered = parts.join(".");
+        let expired = token_for(&rec, "j2", NOW - 700, NOW - 600);
+        let unknown = TokenSigner::from_seed("t1", [1; 32]).mint(&keygate_core::token::Claims {
+            iss: "keyd".into(),
+            sub: rec.id.clone(),
+            iat: NOW,
+            exp: NOW + 60,
+            nbf: None,
+            jti: "j3".into(),
+            scope: vec![],
+            models: vec![],
+        });
+        for (t, code) in [
+            (alg_none, "token_alg_not_allowed"),
+            (tampered, "token_bad_signature"),
+            (expired, "token_expired"),
+            (unknown, "token_bad_signature"),
+        ] {
+            let auth = format!("Bearer {t}");
+            let (_, r) = run(&host, &mut w, &refs(&get("/api/tags", Some(&auth))), b"");
+            let r = r.unwrap();
+            assert_eq!((r.status, r.header("x-keygate-deny")), (401, Some(code)));
+        }
+        assert!(w.cache.is_empty(), "nothing unverified is cached");
+    }
+
+    use keygate_core::token::TokenSigner;
+
+    #[test]
+    fn ollama_signed_requests_are_accepted_and_ts_is_stripped() {
+        let (sk, mut rec) = ollama_key(7);
+        let (host, mut w) = setup(vec![rec.clone()]);
+        let auth = ollama_sign(&sk, "GET", "/api/tags", NOW - 5);
+        let path = format!("/api/tags?ts={}", NOW - 5);
+        let (v, r) = run(&host, &mut w, &refs(&get(&path, Some(&auth))), b"");
+        assert_eq!(v, Verdict::Continue, "{r:?}");
+        assert_eq!(host.header(":path").as_deref(), Some("/api/tags"));
+        assert_eq!(host.header("authorization"), None);
+        assert_eq!(host.header(KEY_ID_HEADER).as_deref(), Some(rec.id.as_str()));
+        // Cached, but revocation still applies.
+        rec.status = KeyStatus::Revoked;
+        rewrite(&host, &rec);
+        let (_, r) = run(&host, &mut w, &refs(&get(&path, Some(&auth))), b"");
+        assert_eq!(r.unwrap().status, 401);
+        // Stale ts, and an unregistered key.
+        rec.status = KeyStatus::Active;
+        rewrite(&host, &rec);
+        let old = ollama_sign(&sk, "GET", "/api/tags", NOW - 1000);
+        let (_, r) = run(
+            &host,
+            &mut w,
+            &refs(&get(&format!("/api/tags?ts={}", NOW - 1000), Some(&old))),
+            b"",
+        );
+        assert_eq!(r.unwrap().header("x-keygate-deny"), Some("sig_stale"));
+        let (sk2, _) = ollama_key(8);
+        let other = ollama_sign(&sk2, "GET", "/api/tags", NOW);
+        let (_, r) = run(
+            &host,
+            &mut w,
+            &refs(&get(&format!("/api/tags?ts={NOW}"), Some(&other))),
+            b"",
+        );
+        assert_eq!(
+            r.unwrap().header("x-keygate-deny"),
+            Some("sig_unregistered_key")
+        );
+        // A cached signature goes stale when the window passes.
+        host.set_now(NOW + 400);
+        let (_, r) = run(&host, &mut w, &refs(&get(&path, Some(&auth))), b"");
+        assert_eq!(r.unwrap().header("x-keygate-deny"), Some("sig_stale"));
+    }
+
+    fn post(path: &str, auth: &str, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        let mut h = vec![
+            (":method", "POST".to_owned()),
+            (":path", path.to_owned()),
+            ("authorization", auth.to_owned()),
+        ];
+        h.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        h
+    }
+
+    #[test]
+    fn model_scoped_routes_check_the_body() {
+        let (key, mut rec) = api_key(9);
+        rec.policy.models = vec![ModelGlob::try_new("llama3*").unwrap()];
+        let (host, mut w) = setup(vec![rec]);
+        let auth = format!("Bearer {}", key.expose_secret());
+        let ok = br#"{"model":"llama3.2","messages":[]}"#;
+        let (v, r) = run(&host, &mut w, &refs(&post("/api/chat", &auth, &[])), ok);
+        assert_eq!(v, Verdict::Continue, "{r:?}");
+        for (path, body, code) in [
+            (
+                "/api/chat",
+                &br#"{"model":"qwen3"}"#[..],
+                "model_not_allowed",
+            ),
+            (
+                "/api/generate",
+                br#"{"model":"QWEN3:8b"}"#,
+                "model_not_allowed",
+            ),
+            (
+                "/v1/chat/completions",
+                br#"{"model":"mistral"}"#,
+                "model_not_allowed",
+            ),
+            ("/api/chat", br#"{"model":"llama3.2:cloud"}"#, "model_cloud"),
+            ("/api/chat", br#"{"messages":[]}"#, "model_missing"),
+            ("/api/chat", b"not json", "body_invalid"),
+        ] {
+            let (v, r) = run(&host, &mut w, &refs(&post(path, &auth, &[])), body);
+            assert_eq!(v, Verdict::Responded, "{path} {code}");
+            assert_eq!(r.unwrap().header("x-keygate-deny"), Some(code), "{path}");
+        }
+        let (_, r) = run(
+            &host,
+            &mut w,
+            &refs(&post("/api/chat", &auth, &[("content-encoding", "zstd")])),
+            ok,
+        );
+        assert_eq!(r.unwrap().status, 415);
+        let (_, r) = run(
+            &host,
+            &mut w,
+            &refs(&post(
+                "/api/chat",
+                &auth,
+                &[("content-length", "99999999999")],
+            )),
+            ok,
+        );
+        assert_eq!(r.unwrap().status, 413);
+        // A body growing past the bound while streaming in.
+        let big = vec![b' '; crate::config::DEFAULT_MAX_BODY_BYTES + 10];
+        let (_, r) = run(&host, &mut w, &refs(&post("/api/chat", &auth, &[])), &big);
+        assert_eq!(r.unwrap().status, 413);
+        // Admin routes are not granted by default.
+        let (_, r) = run(
+            &host,
+            &mut w,
+            &refs(&post("/api/pull", &auth, &[])),
+            br#"{"model":"llama3"}"#,
+        );
+        assert_eq!(r.unwrap().status, 403);
+    }
+
+    #[test]
+    fn rate_limit_is_shared_by_the_workers_of_one_envoy() {
+        let (key, mut rec) = api_key(10);
+        rec.policy.rate = Some(Rate::new(RateSpec::parse("5/s").unwrap(), None));
+        let (host, mut w1) = setup(vec![rec]);
+        let host2 = host.sibling();
+        let mut w2 = Worker::configure(&host2, Some(config_json("").as_bytes())).unwrap();
+        let auth = format!("Bearer {}", key.expose_secret());
+        let h = get("/api/tags", Some(&auth));
+        let mut allowed = 0;
+        let mut retry = None;
+        for i in 0..10 {
+            let (host, w) = if i % 2 == 0 {
+                (&host, &mut w1)
+            } else {
+                (&host2, &mut w2)
+            };
+            match run(host, w, &refs(&h), b"") {
+                (Verdict::Continue, _) => allowed += 1,
+                (_, Some(r)) => {
+                    assert_eq!(r.status, 429);
+                    retry = r.header("retry-after").map(str::to_owned);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(allowed, 5);
+        assert_eq!(retry.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn repeated_failures_from_one_address_are_locked_out() {
+        let (key, rec) = api_key(11);
+        let host = MockHost::default();
+        let mut w = worker_with(
+            &host,
+            r#","failure_backoff":{"free":3,"max":"60s","window":"600s"}"#,
+            &snapshot(1, vec![rec]),
+        );
+        let set_addr = |a: &str| {
+            host.properties
+                .borrow_mut()
+                .insert("source.address".into(), a.as_bytes().to_vec());
+        };
+        let bad = get("/api/tags", Some("Bearer kg_nope"));
+        for _ in 0..4 {
+            host.request(&refs(&bad), b"");
+            set_addr("10.0.0.1:5555");
+            Request::default().on_headers(&host, &mut w, true);
+            assert_eq!(host.take_reply().unwrap().status, 401);
+        }
+        // Requests without any credential guess nothing and are not counted.
+        let anon = get("/api/tags", None);
+        for _ in 0..20 {
+            host.request(&refs(&anon), b"");
+            set_addr("10.0.0.3:1");
+            Request::default().on_headers(&host, &mut w, true);
+            assert_eq!(host.take_reply().unwrap().status, 401);
+        }
+        let good = get("/api/tags", Some(&format!("Bearer {}", key.expose_secret())));
+        host.request(&refs(&good), b"");
+        set_addr("10.0.0.3:2");
+        assert_eq!(Request::default().on_headers(&host, &mut w, true), Verdict::Continue);
+        // Locked out now: even a valid key from that address waits.
+        let good = get(
+            "/api/tags",
+            Some(&format!("Bearer {}", key.expose_secret())),
+        );
+        host.request(&refs(&good), b"");
+        set_addr("10.0.0.1:6666");
+        Request::default().on_headers(&host, &mut w, true);
+        let r = host.take_reply().unwrap();
+        assert_eq!(
+            (r.status, r.header("x-keygate-deny")),
+            (429, Some("too_many_failures"))
+        );
+        // Another address is not affected.
+        host.request(&refs(&good), b"");
+        set_addr("10.0.0.2:1");
+        assert_eq!(
+            Request::default().on_headers(&host, &mut w, true),
+            Verdict::Continue
+        );
+    }
+
+    #[test]
+    fn no_snapshot_and_stale_snapshot_answer_503() {
+        let host = MockHost::default();
+        host.set_now(NOW);
+        let mut w = Worker::configure(&host, Some(config_json("").as_bytes())).unwrap();
+        let (_, r) = run(&host, &mut w, &refs(&get("/api/tags", None)), b"");
+        let r = r.unwrap();
+        assert_eq!(
+            (r.status, r.header("x-keygate-deny")),
+            (503, Some("no_snapshot"))
+        );
+        assert_eq!(r.header("retry-after"), Some("1"));
+
+        let (key, rec) = api_key(12);
+        let host = MockHost::default();
+        let mut w = worker_with(&host, r#","max_staleness":"60s""#, &snapshot(1, vec![rec]));
+        let auth = format!("Bearer {}", key.expose_secret());
+        host.set_now(NOW + 59);
+        assert_eq!(
+            run(&host, &mut w, &refs(&get("/api/tags", Some(&auth))), b"").0,
+            Verdict::Continue
+        );
+        host.set_now(NOW + 61);
+        let (_, r) = run(&host, &mut w, &refs(&get("/api/tags", Some(&auth))), b"");
+        assert_eq!(r.unwrap().header("x-keygate-deny"), Some("snapshot_stale"));
+    }
+
+    #[test]
+    fn client_buckets() {
+        assert_eq!(client_bucket("10.1.2.3:443").as_deref(), Some("10.1.2.3"));
+        assert_eq!(
+            client_bucket("[2001:db8:1:2:3:4:5:6]:443").as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
+        assert_eq!(
+            client_bucket("2001:db8::1").as_deref(),
+            Some("2001:db8:0:0::/64")
+        );
+        assert_eq!(client_bucket("garbage"), None);
+    }
+}

@@ -1,0 +1,7 @@
+//! keygate end to end: real Envoy (V8, `--concurrency 2`) with the keygate filter, real keyd
+//! and keyctl, the fake Ollama, and the real Python clients.
+
+mod fixtures;
+mod keys;
+mod snapshot_source;
+mod stack;
