@@ -61,6 +61,8 @@ class Context:
     caddy_bin: str | None = None
     upstream: Nginx | None = None
     _cache: dict = field(default_factory=dict)
+    # (key set, concurrency) → targets.SyncRecord, filled whenever a keygate Envoy starts.
+    sync_records: dict = field(default_factory=dict)
 
     @classmethod
     def create(cls, root: Path, work: Path, opts: Options) -> "Context":
@@ -214,9 +216,15 @@ class Context:
         return self._cache[key]
 
     def keyd(self) -> tuple[Keyd, str]:
-        """keyd on SQLite with 1,000 keys issued; returns it and one of its keys."""
+        """keyd on SQLite with 1,000 keys issued, on the load core (a side service); returns
+        it and the key the configurations send (the first issued)."""
         if "keyd" not in self._cache:
             k = Keyd(str(self.keyd_bin()), "keyd", self.work, LOAD_CORE).wait_ready()
             issued = k.issue(1000)
             self._cache["keyd"] = (k, issued[0]["key"])
+            self._cache["keyd_issued"] = issued
         return self._cache["keyd"]
+
+    def keyd_issued(self) -> list[dict]:
+        self.keyd()
+        return self._cache["keyd_issued"]

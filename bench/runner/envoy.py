@@ -16,6 +16,8 @@ from pathlib import Path
 from .procs import BenchError, Proc, http, wait_until
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+# Room for a full snapshot of 1M keys (~72 MB) with headroom; the filter's own cap is 256 MiB.
+ASYNC_RESPONSE_LIMIT = 256 * 1024 * 1024
 ROUTER = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 
@@ -60,6 +62,11 @@ def bootstrap(upstream_port: int, http_filters: list[dict], extra_clusters: list
     before the router, no access log (the baseline has none either)."""
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        # Envoy's async HTTP client (the filter's http_call) drops response bodies over 32 MiB
+        # by default; a full snapshot of 1M keys is ~72 MB. Raised in every configuration
+        # (it costs nothing per request) so the 1M-key filter can sync at all.
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": {
+            "http.async_response_buffer_limit": ASYNC_RESPONSE_LIMIT}}]},
         "static_resources": {
             "listeners": [{
                 "name": "bench",

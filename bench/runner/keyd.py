@@ -3,42 +3,44 @@ admin calls the benchmark needs (issuing keys over one kept-alive connection).""
 
 from __future__ import annotations
 
-import http.client
+import http.client as httpclient
 import json
+import secrets
 from pathlib import Path
 
-from .procs import BenchError, Proc, free_port, http, wait_until
+from .procs import BenchError, Proc, http, wait_until
 
 
 class Keyd:
+    """`keyd serve` on 127.0.0.1 port 0 (it prints `listening: ADDR`), SQLite in its own
+    directory, the admin token given through KEYD_ADMIN_TOKEN."""
+
     def __init__(self, binary: str, name: str, workdir: Path, core: int | None):
         self.name = name
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.token_file = self.dir / "admin-token"
+        self.admin_token = "kgadm_bench_" + secrets.token_urlsafe(24)
         env = {
             "KEYD_DATABASE_URL": f"sqlite://{self.dir}/keyd.db",
-            "KEYD_LISTEN": f"127.0.0.1:{self.port}",
-            "KEYD_ADMIN_TOKEN_FILE": str(self.token_file),
+            "KEYD_LISTEN": "127.0.0.1:0",
+            "KEYD_STATE_DIR": str(self.dir),
+            "KEYD_ADMIN_TOKEN": self.admin_token,
             "RUST_LOG": "warn",
         }
         self.proc = Proc(f"keyd[{name}]", [binary, "serve"], self.dir / "keyd.log", core=core,
                          env=env)
-        self.admin_token = ""
+        self.port = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 30.0) -> "Keyd":
+        line = self.proc.wait_log("listening: ", timeout)
+        self.port = int(line.rsplit(":", 1)[1].strip())
         wait_until(f"{self.name} /healthz",
                    lambda: http("GET", f"{self.url}/healthz", timeout=2)[0] == 200,
                    timeout, self.proc)
-        self.admin_token = wait_until(
-            f"{self.name} admin token in {self.token_file}",
-            lambda: self.token_file.exists() and self.token_file.read_text().strip(),
-            timeout, self.proc)
         return self
 
     def admin_headers(self) -> dict[str, str]:
@@ -46,7 +48,7 @@ class Keyd:
 
     def issue(self, count: int, prefix: str = "bench") -> list[dict]:
         """Issues `count` keys; returns keyd's answers (`id`, `key`, ...)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn = httpclient.HTTPConnection("127.0.0.1", self.port, timeout=10)
         out = []
         try:
             for i in range(count):

@@ -11,6 +11,7 @@ rejects everything, would otherwise look fast).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -73,9 +74,11 @@ def check_auth(name: str, url: str, good: dict[str, str], bad: dict[str, str]) -
 
 def _envoy(ctx: Context, name: str, filters: list[dict], clusters: list[dict] = (),
            concurrency: int = 1) -> E.Envoy:
+    """Envoy with one worker is pinned to the proxy core; with more it gets both cores."""
     up = ctx.start_upstream()
     cfg = E.bootstrap(up.port, filters, clusters)
-    return E.Envoy(ctx.need_envoy(), name, cfg, ctx.work, PROXY_CORE, concurrency).wait_ready()
+    core = PROXY_CORE if concurrency == 1 else None
+    return E.Envoy(ctx.need_envoy(), name, cfg, ctx.work, core, concurrency).wait_ready()
 
 
 def _key(ctx: Context) -> str:
@@ -139,15 +142,52 @@ def keygate_config(ctx: Context, snapshot_port_name: str) -> tuple[dict, dict]:
     return E.wasm_filter("keygate", wasm, json.dumps(plugin)), E.cluster("keyd", port)
 
 
+@dataclass
+class SyncRecord:
+    """How long an Envoy with the keygate filter took to serve its first allowed request."""
+    keys: str
+    concurrency: int
+    snapshot_bytes: int
+    ready_s: float          # Envoy started → first 200
+    after_download_s: float | None  # snapshot fully sent by the stand-in → first 200
+    rss: int                # Envoy RSS right after
+
+
+def _served_end(log_path, since: float, until: float) -> float | None:
+    """When the stand-in last finished sending a full snapshot in [since, until]."""
+    best = None
+    try:
+        for line in open(log_path):
+            if line.startswith("SERVED full"):
+                end = float(line.rsplit("end=", 1)[1])
+                if since <= end <= until:
+                    best = end
+    except (OSError, ValueError):
+        return None
+    return best
+
+
 def start_keygate(ctx: Context, name: str, keys: str, concurrency: int = 1) -> E.Envoy:
+    """Envoy with the keygate filter fed by the stand-in for key set `keys`; returns once a
+    valid key is allowed (until the first snapshot is applied the filter answers 503), and
+    records how long that took (ctx.sync_records)."""
     f, c = keygate_config(ctx, keys)
+    started = time.time()
     e = _envoy(ctx, name, [f], [c], concurrency)
     good = bearer(_key(ctx))
-    # Ready once the snapshot is applied: until then the filter answers 503.
-    timeout = {"1k": 60, "100k": 180, "1m": 900}[keys]
-    wait_until(f"{name}: first snapshot applied",
+    timeout = {"1k": 60, "100k": 300, "1m": 1200}[keys]
+    wait_until(f"{name}: first snapshot applied ({keys} keys)",
                lambda: http("GET", e.url + PATH, headers=good, timeout=5)[0] == 200,
-               timeout, e.proc, interval=0.05)
+               timeout, e.proc, interval=0.02)
+    ready = time.time()
+    # Touch every worker (each new connection goes to one) before reading RSS.
+    for _ in range(20 * concurrency):
+        http("GET", e.url + PATH, headers=good, timeout=5)
+    server, _ = ctx.snapshot_server(keys)
+    served = _served_end(server.log, started, ready)
+    ctx.sync_records.setdefault((keys, concurrency), SyncRecord(
+        keys, concurrency, ctx.info(keys)["snapshot_bytes"], ready - started,
+        ready - served if served else None, e.proc.rss()))
     return e
 
 

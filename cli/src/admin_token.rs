@@ -132,7 +132,9 @@ mod tests {
         let env = env_of(&[("XDG_DATA_HOME", "/nonexistent-keygate-test")]);
         let err = resolve(None, None, &env).unwrap_err();
         assert_eq!(err.exit_code(), 4);
-        assert!(err.to_string().contains("/nonexistent-keygate-test/keygate/admin-token"));
+        assert!(err
+            .to_string()
+            .contains("/nonexistent-keygate-test/keygate/admin-token"));
     }
 
     #[test]

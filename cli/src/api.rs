@@ -165,8 +165,20 @@ mod tests {
         let out = serde_json::to_value(&k).unwrap();
         let obj = out.as_object().unwrap();
         for f in [
-            "id", "kind", "name", "status", "routes", "models", "rate", "burst", "expires_at",
-            "created_at", "rotated_at", "old_valid_until", "revoked_at", "revoke_reason",
+            "id",
+            "kind",
+            "name",
+            "status",
+            "routes",
+            "models",
+            "rate",
+            "burst",
+            "expires_at",
+            "created_at",
+            "rotated_at",
+            "old_valid_until",
+            "revoked_at",
+            "revoke_reason",
         ] {
             assert!(obj.contains_key(f), "{f}");
         }

@@ -41,7 +41,7 @@ pub struct GlobalArgs {
         value_name = "URL"
     )]
     pub url: String,
-    /// Admin token. Without it keyctl uses env KEYD_ADMIN_TOKEN, then --admin-token-file, then
+    /// Admin token. Without it keyctl uses --admin-token-file, then env KEYD_ADMIN_TOKEN, then
     /// the file keyd writes beside its default database. Prefer those: other users can read
     /// command lines with `ps`.
     #[arg(long, global = true, value_name = "TOKEN")]
@@ -306,7 +306,11 @@ pub struct EnvoyArgs {
     )]
     pub filter_credential: Option<Secret>,
     /// keyd's snapshot public key (base64url) to pin; repeat during a key rotation.
-    #[arg(long = "snapshot-key", value_name = "KEY", requires = "filter_credential")]
+    #[arg(
+        long = "snapshot-key",
+        value_name = "KEY",
+        requires = "filter_credential"
+    )]
     pub snapshot_keys: Vec<String>,
     /// Name of the filter credential keyd creates (shown in its audit log).
     #[arg(long, value_name = "NAME", default_value = "envoy")]
@@ -381,7 +385,10 @@ mod tests {
                 if sub.has_subcommands() {
                     walk(sub, &path);
                 } else {
-                    let help = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+                    let help = sub
+                        .get_after_help()
+                        .map(|h| h.to_string())
+                        .unwrap_or_default();
                     assert!(help.contains("keyctl"), "{path} has no example in --help");
                 }
             }
@@ -412,7 +419,13 @@ mod tests {
     #[test]
     fn tls_key_requires_cert() {
         let err = Cli::try_parse_from([
-            "keyctl", "config", "nginx", "--listen", ":80", "--tls-key", "k",
+            "keyctl",
+            "config",
+            "nginx",
+            "--listen",
+            ":80",
+            "--tls-key",
+            "k",
         ])
         .unwrap_err();
         assert_eq!(err.exit_code(), 2);

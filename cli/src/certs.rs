@@ -4,8 +4,8 @@
 
 use crate::error::{Error, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 use std::io::Write;
 use std::net::IpAddr;
@@ -87,7 +87,12 @@ fn dn(cn: &str) -> DistinguishedName {
 }
 
 pub fn run(plan: &Plan) -> Result<Vec<Written>> {
-    let mut files = vec![("ca.crt", false), ("ca.key", true), ("server.crt", false), ("server.key", true)];
+    let mut files = vec![
+        ("ca.crt", false),
+        ("ca.key", true),
+        ("server.crt", false),
+        ("server.key", true),
+    ];
     let client_files: Vec<(String, String)> = plan
         .clients
         .iter()
@@ -147,8 +152,18 @@ pub fn run(plan: &Plan) -> Result<Vec<Written>> {
     };
     write("ca.crt", &ca_cert.pem(), false, "ca certificate")?;
     write("ca.key", &ca_key.serialize_pem(), true, "ca key")?;
-    write("server.crt", &server_cert.pem(), false, "server certificate")?;
-    write("server.key", &server_key.serialize_pem(), true, "server key")?;
+    write(
+        "server.crt",
+        &server_cert.pem(),
+        false,
+        "server certificate",
+    )?;
+    write(
+        "server.key",
+        &server_key.serialize_pem(),
+        true,
+        "server key",
+    )?;
 
     for (client, (crt, key)) in plan.clients.iter().zip(&client_files) {
         let client_key = KeyPair::generate().map_err(|e| rcgen_err("client key", e))?;
@@ -226,7 +241,10 @@ mod tests {
         assert_eq!(mode("server.key"), 0o600);
         assert_eq!(mode("client-alice.key"), 0o600);
         assert_eq!(mode("ca.crt"), 0o644);
-        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         let pem = std::fs::read_to_string(dir.join("server.crt")).unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
         let before = std::fs::read_to_string(dir.join("ca.key")).unwrap();

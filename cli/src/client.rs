@@ -23,7 +23,10 @@ impl BaseUrl {
             ));
         }
         let url = Url::parse(s.trim()).map_err(|e| {
-            Error::invalid(flag, format!("not a URL ({e}): use e.g. http://127.0.0.1:7433"))
+            Error::invalid(
+                flag,
+                format!("not a URL ({e}): use e.g. http://127.0.0.1:7433"),
+            )
         })?;
         if url.scheme() != "http" {
             return Err(Error::invalid(
@@ -161,7 +164,9 @@ fn one_line(s: &str) -> String {
 
 /// Maps a non-2xx answer onto a failure class.
 fn status_error(status: StatusCode, body: &[u8], base: &str) -> Error {
-    let detail = serde_json::from_slice::<ErrorBody>(body).ok().map(|b| b.error);
+    let detail = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|b| b.error);
     let message = detail
         .as_ref()
         .map(|d| one_line(&d.message))
@@ -189,7 +194,9 @@ fn status_error(status: StatusCode, body: &[u8], base: &str) -> Error {
              keyd up to date?"
         )),
         409 => Error::Conflict(msg),
-        429 => Error::Keyd(format!("keyd is rate limiting this client ({msg}): retry later")),
+        429 => Error::Keyd(format!(
+            "keyd is rate limiting this client ({msg}): retry later"
+        )),
         503 => Error::Keyd(format!("keyd is not ready ({msg}): retry shortly")),
         _ => Error::Keyd(format!(
             "keyd failed ({msg}, HTTP {}): see keyd's log",
@@ -203,7 +210,11 @@ mod tests {
     use super::*;
 
     fn err(status: u16, body: &str) -> Error {
-        status_error(StatusCode::from_u16(status).unwrap(), body.as_bytes(), "http://k")
+        status_error(
+            StatusCode::from_u16(status).unwrap(),
+            body.as_bytes(),
+            "http://k",
+        )
     }
 
     #[test]
@@ -216,8 +227,14 @@ mod tests {
         assert_eq!(err(400, bad).exit_code(), 2);
         assert!(err(400, bad).to_string().contains("(field ttl)"));
         assert_eq!(err(401, "{}").exit_code(), 4);
-        assert_eq!(err(409, r#"{"error":{"code":"conflict","message":"x"}}"#).exit_code(), 6);
-        assert_eq!(err(500, r#"{"error":{"code":"internal","message":"x"}}"#).exit_code(), 1);
+        assert_eq!(
+            err(409, r#"{"error":{"code":"conflict","message":"x"}}"#).exit_code(),
+            6
+        );
+        assert_eq!(
+            err(500, r#"{"error":{"code":"internal","message":"x"}}"#).exit_code(),
+            1
+        );
     }
 
     #[test]
@@ -232,14 +249,24 @@ mod tests {
     #[test]
     fn base_url_validation() {
         assert_eq!(
-            BaseUrl::parse("--url", "http://127.0.0.1:7433/").unwrap().as_str(),
+            BaseUrl::parse("--url", "http://127.0.0.1:7433/")
+                .unwrap()
+                .as_str(),
             "http://127.0.0.1:7433"
         );
         assert_eq!(
-            BaseUrl::parse("--url", "http://h/keyd/").unwrap().join("/v1/keys"),
+            BaseUrl::parse("--url", "http://h/keyd/")
+                .unwrap()
+                .join("/v1/keys"),
             "http://h/keyd/v1/keys"
         );
-        for bad in ["127.0.0.1:7433", "https://h", "ftp://h", "http://h/?x=1", "http://u@h"] {
+        for bad in [
+            "127.0.0.1:7433",
+            "https://h",
+            "ftp://h",
+            "http://h/?x=1",
+            "http://u@h",
+        ] {
             let e = BaseUrl::parse("--url", bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad}");
         }

@@ -71,8 +71,12 @@ pub fn reasons() -> Vec<DenyReason> {
         D::BadBody,
         D::BodyTooLarge,
         D::EncodingNotAllowed,
-        D::RateLimited { retry_after_secs: 1 },
-        D::TooManyFailures { retry_after_secs: 1 },
+        D::RateLimited {
+            retry_after_secs: 1,
+        },
+        D::TooManyFailures {
+            retry_after_secs: 1,
+        },
         D::NoSnapshot,
         D::StaleSnapshot,
     ]);
@@ -94,7 +98,9 @@ pub fn fallback(status: u16) -> DenyReason {
         403 => DenyReason::RouteNotGranted(RouteClass::Read),
         413 => DenyReason::BodyTooLarge,
         415 => DenyReason::EncodingNotAllowed,
-        429 => DenyReason::RateLimited { retry_after_secs: 1 },
+        429 => DenyReason::RateLimited {
+            retry_after_secs: 1,
+        },
         _ => DenyReason::StaleSnapshot,
     }
 }

@@ -113,7 +113,7 @@ pub fn render(opts: &ProxyOpts, limit: &PerKeyLimit) -> Result<String> {
     ));
     c.lines(
         "# Regenerate rather than edit. Run in the foreground with:
-        #   nginx -p \"$PWD\" -c \"$PWD/nginx.conf\" -g 'daemon off;'
+        #   nginx -p \"$PWD\" -c \"$PWD/<this file>\" -g 'daemon off;'
         #
         # keyd decides on the credential (API key, token or Ollama signature), the route class and
         # each key's own rate. auth_request sends no request body, so keyd cannot read a model
@@ -243,7 +243,10 @@ pub fn render(opts: &ProxyOpts, limit: &PerKeyLimit) -> Result<String> {
         c.line(&format!("openai {};", quote(&format!(
             "{{\"error\":{{\"code\":\"client_certificate_required\",\"message\":\"{CLIENT_CERT_MESSAGE}\",\"type\":\"permission_error\"}}}}"
         ))));
-        c.line(&format!("default {};", quote(&format!("{{\"error\":\"{CLIENT_CERT_MESSAGE}\"}}"))));
+        c.line(&format!(
+            "default {};",
+            quote(&format!("{{\"error\":\"{CLIENT_CERT_MESSAGE}\"}}"))
+        ));
         c.line("}");
         c.line("");
     }
@@ -295,7 +298,9 @@ fn server(c: &mut Conf, opts: &ProxyOpts, limit: &PerKeyLimit) {
         Some(Scheme::Https) => "https",
         _ => "http",
     };
-    c.line(&format!("proxy_pass {keyd_scheme}://keygate_keyd/v1/verify;"));
+    c.line(&format!(
+        "proxy_pass {keyd_scheme}://keygate_keyd/v1/verify;"
+    ));
     c.lines(
         "proxy_pass_request_body off;
         proxy_set_header Content-Length \"\";

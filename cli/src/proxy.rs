@@ -3,8 +3,8 @@
 //! Every value ends up inside another program's config syntax, so anything that could
 //! break out of it (quotes, braces, `;`, `$`, whitespace) is rejected here, once.
 
-use crate::error::{Error, Result};
 use crate::args::ProxyArgs;
+use crate::error::{Error, Result};
 use reqwest::Url;
 use std::net::{IpAddr, SocketAddr};
 
@@ -20,7 +20,9 @@ impl Listen {
         let s = s.trim();
         const HELP: &str = "use IP:PORT (127.0.0.1:8080, [::1]:8080) or :PORT for every interface";
         if let Some(port) = s.strip_prefix(':') {
-            let port = port.parse::<u16>().map_err(|_| Error::invalid(flag, HELP))?;
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| Error::invalid(flag, HELP))?;
             return Self::checked(flag, None, port);
         }
         let addr: SocketAddr = s.parse().map_err(|_| Error::invalid(flag, HELP))?;
@@ -77,12 +79,19 @@ impl Endpoint {
         let scheme = match url.scheme() {
             "http" => Scheme::Http,
             "https" => Scheme::Https,
-            _ => return Err(Error::invalid(flag, format!("must be http or https: {help}"))),
+            _ => {
+                return Err(Error::invalid(
+                    flag,
+                    format!("must be http or https: {help}"),
+                ))
+            }
         };
         if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
             return Err(Error::invalid(
                 flag,
-                format!("must not have a path or query (the proxy forwards paths as they are): {help}"),
+                format!(
+                    "must not have a path or query (the proxy forwards paths as they are): {help}"
+                ),
             ));
         }
         if !url.username().is_empty() || url.password().is_some() {
@@ -151,7 +160,10 @@ impl ProxyOpts {
                     .transpose()?,
             }),
             (None, None) if a.client_ca.is_some() => {
-                return Err(Error::invalid("--client-ca", "needs --tls-cert and --tls-key"))
+                return Err(Error::invalid(
+                    "--client-ca",
+                    "needs --tls-cert and --tls-key",
+                ))
             }
             (None, None) => None,
             _ => {
@@ -201,7 +213,9 @@ pub fn config_path(flag: &str, s: &str) -> Result<String> {
     {
         return Err(Error::invalid(
             flag,
-            format!("the path contains {c:?}, which config files cannot hold safely; move the file"),
+            format!(
+                "the path contains {c:?}, which config files cannot hold safely; move the file"
+            ),
         ));
     }
     Ok(s.to_owned())
@@ -214,7 +228,10 @@ mod tests {
     #[test]
     fn listen_forms() {
         let l = Listen::parse("--listen", "127.0.0.1:8080").unwrap();
-        assert_eq!((l.socket(), l.arg()), ("127.0.0.1:8080".into(), "127.0.0.1:8080".into()));
+        assert_eq!(
+            (l.socket(), l.arg()),
+            ("127.0.0.1:8080".into(), "127.0.0.1:8080".into())
+        );
         let l = Listen::parse("--listen", ":443").unwrap();
         assert_eq!((l.socket(), l.arg()), ("0.0.0.0:443".into(), ":443".into()));
         let l = Listen::parse("--listen", "0.0.0.0:443").unwrap();
@@ -222,7 +239,11 @@ mod tests {
         let l = Listen::parse("--listen", "[::1]:8443").unwrap();
         assert_eq!(l.socket(), "[::1]:8443");
         for bad in ["localhost:80", "8080", "1.2.3.4", "1.2.3.4:0", ":x", ""] {
-            assert_eq!(Listen::parse("--listen", bad).unwrap_err().exit_code(), 2, "{bad}");
+            assert_eq!(
+                Listen::parse("--listen", bad).unwrap_err().exit_code(),
+                2,
+                "{bad}"
+            );
         }
     }
 
@@ -234,8 +255,18 @@ mod tests {
         assert_eq!(e.host_port(), "ollama:80");
         let e = Endpoint::parse("--keyd", "https://[::1]:7433").unwrap();
         assert_eq!(e.url(), "https://[::1]:7433");
-        for bad in ["127.0.0.1:11434", "ftp://h", "http://h/api", "http://h/?a=1", "http://u:p@h"] {
-            assert_eq!(Endpoint::parse("--upstream", bad).unwrap_err().exit_code(), 2, "{bad}");
+        for bad in [
+            "127.0.0.1:11434",
+            "ftp://h",
+            "http://h/api",
+            "http://h/?a=1",
+            "http://u:p@h",
+        ] {
+            assert_eq!(
+                Endpoint::parse("--upstream", bad).unwrap_err().exit_code(),
+                2,
+                "{bad}"
+            );
         }
     }
 
@@ -243,7 +274,11 @@ mod tests {
     fn paths_that_break_configs_are_refused() {
         assert!(config_path("--tls-cert", "/etc/keygate/server.crt").is_ok());
         for bad in ["a b", "a;b", "a\"b", "a}b", "$HOME/x", "a\nb", ""] {
-            assert_eq!(config_path("--tls-cert", bad).unwrap_err().exit_code(), 2, "{bad:?}");
+            assert_eq!(
+                config_path("--tls-cert", bad).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
         }
     }
 }

@@ -117,7 +117,7 @@ impl ApiKey {
         text.push('_');
         text.push_str(&base32_encode(&secret));
         let sum = checksum(&text);
-        text.push_str(&sum);
+        text.push_str(checksum_str(&sum));
         Self {
             id: id.clone(),
             text,
@@ -182,7 +182,7 @@ impl<'a> ParsedKey<'a> {
         let body = text.get(..body_end).ok_or(KeyReject::BadAlphabet)?;
         // The checksum is not secret (it is derivable from the key text), so an ordinary
         // comparison is fine here; the secret itself is only ever compared as a digest.
-        if checksum(body) != sum {
+        if checksum(body).as_slice() != sum.as_bytes() {
             return Err(KeyReject::BadChecksum);
         }
         Ok(Self { text })
@@ -199,19 +199,24 @@ impl<'a> ParsedKey<'a> {
     }
 }
 
-/// 30 bits of CRC-32 over the key body, as 6 base32 characters.
-fn checksum(body: &str) -> String {
+/// 30 bits of CRC-32 over the key body, as 6 base32 characters. On the stack: this runs
+/// on every request that carries a key.
+fn checksum(body: &str) -> [u8; CHECKSUM_LEN] {
     let crc = crc32fast::hash(body.as_bytes()) & 0x3fff_ffff;
-    let mut out = String::with_capacity(CHECKSUM_LEN);
-    for shift in (0..CHECKSUM_LEN).rev() {
+    let mut out = [b'a'; CHECKSUM_LEN];
+    for (slot, shift) in out.iter_mut().zip((0..CHECKSUM_LEN).rev()) {
         let v = (crc >> (shift * 5)) & 31;
-        out.push(
-            crate::codec::BASE32_ALPHABET
-                .get(v as usize)
-                .map_or('a', |&c| c as char),
-        );
+        *slot = crate::codec::BASE32_ALPHABET
+            .get(v as usize)
+            .copied()
+            .unwrap_or(b'a');
     }
     out
+}
+
+fn checksum_str(sum: &[u8; CHECKSUM_LEN]) -> &str {
+    // Always base32 ASCII, so always UTF-8.
+    core::str::from_utf8(sum).unwrap_or("aaaaaa")
 }
 
 /// True when `text` looks like an API key (by prefix), so a credential can be routed to

@@ -281,11 +281,8 @@ impl Request {
                 // A request without any credential guesses nothing: only wrong
                 // credentials count toward the address's backoff.
                 let guessed = reason.is_auth_failure() && reason != DenyReason::NoCredential;
-                if let (Some(fb), Some(b), true) = (
-                    cfg.failure_backoff,
-                    bucket.as_deref(),
-                    guessed,
-                ) {
+                if let (Some(fb), Some(b), true) = (cfg.failure_backoff, bucket.as_deref(), guessed)
+                {
                     shared::cas_update(host, &shared::failure_entry(b), |cur| {
                         (Some(fb.record_failure(cur, now_us)), ())
                     });
@@ -851,10 +848,16 @@ mod tests {
             Request::default().on_headers(&host, &mut w, true);
             assert_eq!(host.take_reply().unwrap().status, 401);
         }
-        let good = get("/api/tags", Some(&format!("Bearer {}", key.expose_secret())));
+        let good = get(
+            "/api/tags",
+            Some(&format!("Bearer {}", key.expose_secret())),
+        );
         host.request(&refs(&good), b"");
         set_addr("10.0.0.3:2");
-        assert_eq!(Request::default().on_headers(&host, &mut w, true), Verdict::Continue);
+        assert_eq!(
+            Request::default().on_headers(&host, &mut w, true),
+            Verdict::Continue
+        );
         // Locked out now: even a valid key from that address waits.
         let good = get(
             "/api/tags",

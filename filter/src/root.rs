@@ -106,7 +106,10 @@ impl RootContext for RootCtx {
                 true
             }
             Err(e) => {
-                host.log(Level::Error, &format!("keygate: {e}"));
+                host.log(
+                    Level::Error,
+                    &format!("refusing the plugin configuration: {e}"),
+                );
                 false
             }
         }

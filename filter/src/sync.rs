@@ -197,10 +197,20 @@ impl Sync {
                         Ok(p) => p,
                         Err(r) => return self.rejected(host, cfg, stats, now, r),
                     };
+                let kind = match &payload {
+                    snapshot::Payload::Full(s) => format!("full, {} keys", s.keys.len()),
+                    snapshot::Payload::Delta(d) => {
+                        format!("delta, {} changed keys", d.upserts.len() + d.removed.len())
+                    }
+                };
                 match shared::apply(host, payload, now) {
                     Ok(version) => {
                         stats.inc(host, stats::SNAPSHOT_APPLIED);
-                        host.log(Level::Debug, &format!("keygate: applied snapshot {version}"));
+                        let took = host.now_us().saturating_sub(now) / 1000;
+                        host.log(
+                            Level::Info,
+                            &format!("applied snapshot {version} ({kind}) in {took} ms"),
+                        );
                         self.succeeded(now);
                     }
                     Err(ApplyError::Rejected(r)) => self.rejected(host, cfg, stats, now, r),
@@ -263,7 +273,7 @@ impl Sync {
         host.log(
             Level::Warn,
             &format!(
-                "keygate: snapshot sync failed ({why}); retrying in {} ms",
+                "snapshot sync failed ({why}); retrying in {} ms",
                 delay / 1000
             ),
         );
@@ -284,7 +294,7 @@ impl Sync {
         host.log(
             Level::Error,
             &format!(
-                "keygate: discarded a snapshot from keyd: {why} ({}); check that snapshot_public_keys matches keyd's snapshot key",
+                "discarded a snapshot from keyd: {why} ({}); check that snapshot_public_keys matches keyd's snapshot key",
                 why.code()
             ),
         );

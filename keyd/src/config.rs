@@ -105,7 +105,10 @@ impl std::fmt::Debug for Config {
             .field("token_max_ttl", &self.token_max_ttl)
             .field("snapshot_wait_max", &self.snapshot_wait_max)
             .field("state_dir", &self.state_dir)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -119,9 +122,11 @@ pub fn data_dir() -> Result<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
         return Ok(PathBuf::from(x).join("keygate"));
     }
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).ok_or_else(|| {
-        Error::Config("neither XDG_DATA_HOME nor HOME is set: pass --database".into())
-    })?;
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| {
+            Error::Config("neither XDG_DATA_HOME nor HOME is set: pass --database".into())
+        })?;
     Ok(PathBuf::from(home).join(".local/share/keygate"))
 }
 

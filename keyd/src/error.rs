@@ -51,7 +51,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug)]
 pub enum ApiError {
     /// 400, naming the offending field.
-    Invalid { field: String, message: String },
+    Invalid {
+        field: String,
+        message: String,
+    },
     /// 400 for a malformed body or query that cannot be tied to one field.
     BadRequest(String),
     /// 401 with `WWW-Authenticate`.
@@ -59,7 +62,9 @@ pub enum ApiError {
     NotFound(String),
     Conflict(String),
     PayloadTooLarge,
-    TooManyRequests { retry_after: u64 },
+    TooManyRequests {
+        retry_after: u64,
+    },
     Unavailable(&'static str),
     /// 500: logged with its cause, answered without it.
     Internal(Error),
@@ -112,16 +117,13 @@ impl IntoResponse for ApiError {
             ),
             Self::TooManyRequests { .. } => (
                 "too_many_requests",
-                "too many failed authentication attempts from this address: retry later"
-                    .to_owned(),
+                "too many failed authentication attempts from this address: retry later".to_owned(),
                 None,
             ),
             Self::Unavailable(m) => ("unavailable", (*m).to_owned(), None),
-            Self::Internal(e) if e.is_unique_violation() => (
-                "conflict",
-                "the object already exists".to_owned(),
-                None,
-            ),
+            Self::Internal(e) if e.is_unique_violation() => {
+                ("conflict", "the object already exists".to_owned(), None)
+            }
             Self::Internal(e) => {
                 tracing::error!(error = %e, "internal error");
                 (

@@ -43,7 +43,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
-        .route("/v1/signing-keys/rotate", post(snapshot::rotate_signing_key))
+        .route(
+            "/v1/signing-keys/rotate",
+            post(snapshot::rotate_signing_key),
+        )
         .route(
             "/v1/filter-credentials",
             post(snapshot::create_filter_credential),
@@ -58,7 +61,9 @@ pub fn app(state: AppState) -> Router {
     let verify = Router::new()
         .route(
             "/v1/verify",
-            get(verify::verify).post(verify::verify).head(verify::verify),
+            get(verify::verify)
+                .post(verify::verify)
+                .head(verify::verify),
         )
         .layer(DefaultBodyLimit::max(VERIFY_BODY_LIMIT));
     admin
@@ -76,7 +81,8 @@ pub fn spawn_background(state: &AppState) {
     let st = state.clone();
     let mut stop = state.shutting_down();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(st.cfg.recheck_interval.max(Duration::from_millis(100)));
+        let mut tick =
+            tokio::time::interval(st.cfg.recheck_interval.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -49,7 +49,11 @@ pub fn record_from_row(r: &KeyRow) -> Result<KeyRecord, String> {
             let spec = RateSpec::parse(spec)?;
             let burst = r
                 .burst
-                .map(|b| u32::try_from(b).map_err(|_| "bad burst").and_then(Burst::try_new))
+                .map(|b| {
+                    u32::try_from(b)
+                        .map_err(|_| "bad burst")
+                        .and_then(Burst::try_new)
+                })
                 .transpose()?;
             Some(Rate::new(spec, burst))
         }
@@ -81,6 +85,13 @@ pub struct Live {
     versions: HashMap<String, u64>,
     /// The token-signing keys given to `mem` (MemStore does not enumerate them).
     signing: Vec<SigningPub>,
+}
+
+/// Puts a snapshot in canonical order (keys by id): equal states encode to equal bytes.
+pub fn canonical(mut s: Snapshot) -> Snapshot {
+    s.keys.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    s.revoked_tokens.sort_unstable_by(|a, b| a.jti.cmp(&b.jti));
+    s
 }
 
 /// Counts for `/metrics`.
@@ -126,9 +137,21 @@ impl Live {
         Ok(())
     }
 
+    /// The current state as a full snapshot, not yet in canonical order: only the clone
+    /// happens under the caller's read lock; [`canonical`] sorts outside it.
+    pub fn full_unsorted(&self) -> Snapshot {
+        Snapshot {
+            version: self.mem.version,
+            issued_at: self.mem.issued_at,
+            signing_keys: self.signing.clone(),
+            keys: self.mem.records().cloned().collect(),
+            revoked_tokens: Vec::new(),
+        }
+    }
+
     /// The current state as a canonical full snapshot.
     pub fn full(&self) -> Snapshot {
-        self.mem.to_snapshot()
+        canonical(self.full_unsorted())
     }
 
     /// The delta from `since` to the held version, or `None` when a full snapshot is the

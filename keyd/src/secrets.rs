@@ -24,7 +24,10 @@ pub const FILTER_CREDENTIAL_PREFIX: &str = "kgf_";
 
 /// `kga_` + 43 base64url characters (256 bits).
 pub fn new_admin_token() -> Result<String> {
-    Ok(format!("{ADMIN_TOKEN_PREFIX}{}", b64url_encode(&random::<32>()?)))
+    Ok(format!(
+        "{ADMIN_TOKEN_PREFIX}{}",
+        b64url_encode(&random::<32>()?)
+    ))
 }
 
 /// A new filter credential: `(id, text)`; the text is `kgf_<id>_<43 base64url chars>`.

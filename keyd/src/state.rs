@@ -41,7 +41,8 @@ pub struct Encoded {
     pub version: u64,
     pub base: u64,
     pub signer: [u8; 8],
-    pub bytes: Arc<Vec<u8>>,
+    /// Shared, so answering a cached 80 MB snapshot copies nothing.
+    pub bytes: axum::body::Bytes,
 }
 
 /// Per-address failure backoff state.
@@ -306,7 +307,14 @@ impl AppState {
         let st = self.clone();
         let built = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let snap = st.live.read().map(|l| l.full()).unwrap_or_default();
+            // Clone under the read lock, sort and sign outside it: a big build must not
+            // hold up the refresh that wants the write lock (and the verifies behind it).
+            let unsorted = st
+                .live
+                .read()
+                .map(|l| l.full_unsorted())
+                .unwrap_or_default();
+            let snap = crate::live::canonical(unsorted);
             let bytes = signers.snapshot.sign_full(&snap);
             let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             st.metrics
@@ -322,7 +330,7 @@ impl AppState {
                 version: snap.version,
                 base: 0,
                 signer: fp,
-                bytes: Arc::new(bytes),
+                bytes: axum::body::Bytes::from(bytes),
             }
         })
         .await
@@ -349,7 +357,7 @@ impl AppState {
             version: delta.version,
             base: since,
             signer: fp,
-            bytes: Arc::new(signers.snapshot.sign_delta(&delta)),
+            bytes: axum::body::Bytes::from(signers.snapshot.sign_delta(&delta)),
         };
         if let Ok(mut c) = self.delta_cache.lock() {
             *c = Some((since, e.clone()));

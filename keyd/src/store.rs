@@ -14,8 +14,8 @@
 use crate::audit::{self, Entry, NewEntry};
 use crate::error::{Error, Result};
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::AnyPool;
 use sqlx::migrate::Migrator;
+use sqlx::AnyPool;
 use sqlx::{Any, Executor as _, Row as _, Transaction};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -303,13 +303,28 @@ impl Store {
                 use std::os::unix::fs::PermissionsExt as _;
                 // The file holds signing seeds: owner only.
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-                    |e| Error::io(format!("cannot restrict permissions of {}", path.display()), e),
+                    |e| {
+                        Error::io(
+                            format!("cannot restrict permissions of {}", path.display()),
+                            e,
+                        )
+                    },
                 )?;
             }
         }
         match dialect {
             Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        #[cfg(unix)]
+        if let Some(path) = &url.sqlite_path {
+            use std::os::unix::fs::PermissionsExt as _;
+            // The WAL holds recent writes, seeds included: owner only as well.
+            for suffix in ["-wal", "-shm"] {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+            }
         }
         Ok(Self { pool, dialect })
     }
@@ -436,7 +451,8 @@ impl Store {
         let mut v = audit::Verifier::default();
         let mut after = i64::MIN;
         loop {
-            let sql = format!("SELECT {AUDIT_COLS} FROM audit WHERE seq > $1 ORDER BY seq LIMIT 5000");
+            let sql =
+                format!("SELECT {AUDIT_COLS} FROM audit WHERE seq > $1 ORDER BY seq LIMIT 5000");
             let page = self
                 .fetch_all(&sql, vec![Bind::I(after)], audit_from_row)
                 .await?;

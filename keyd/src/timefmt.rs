@@ -43,7 +43,10 @@ mod tests {
     fn roundtrip() {
         assert_eq!(rfc3339(1_795_424_400), "2026-11-23T09:00:00Z");
         assert_eq!(parse_rfc3339("2026-11-23T09:00:00Z"), Some(1_795_424_400));
-        assert_eq!(parse_rfc3339("2026-11-23T10:00:00+01:00"), Some(1_795_424_400));
+        assert_eq!(
+            parse_rfc3339("2026-11-23T10:00:00+01:00"),
+            Some(1_795_424_400)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }

@@ -54,16 +54,17 @@ fn admin_auth_required_and_audited(db: &Db) {
         ("POST", "/v1/signing-keys/rotate"),
         ("POST", "/v1/filter-credentials"),
     ] {
-        let r = k
-            .http
-            .request(m.parse().unwrap(), k.url(p))
-            .send()
-            .unwrap();
+        let r = k.http.request(m.parse().unwrap(), k.url(p)).send().unwrap();
         assert_eq!(r.status(), 401, "{m} {p}");
     }
     // 11 failures from this address: the next is refused without an audit write, while
     // the right token still works.
-    let r = k.http.get(k.url("/v1/keys")).bearer_auth("kga_guess").send().unwrap();
+    let r = k
+        .http
+        .get(k.url("/v1/keys"))
+        .bearer_auth("kga_guess")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 429);
     assert!(r.headers().get("retry-after").is_some());
     assert_eq!(k.audit("?action=admin.auth_failed").len(), 11);
@@ -92,18 +93,26 @@ fn issue_show_list(db: &Db) {
     assert_eq!(e["actor"], "admin");
     assert_eq!(e["detail"]["name"], "alice");
     // The secret is in no audit entry.
-    assert!(!serde_json::to_string(&k.audit("")).unwrap().contains(secret));
+    assert!(!serde_json::to_string(&k.audit(""))
+        .unwrap()
+        .contains(secret));
 
     let shown: Value = k.admin_get(&format!("/v1/keys/{id}")).json().unwrap();
     assert_eq!(shown["id"], id);
-    assert!(shown.get("key").is_none(), "the secret is shown only at issue");
+    assert!(
+        shown.get("key").is_none(),
+        "the secret is shown only at issue"
+    );
     assert_eq!(shown["name"], "alice");
 
     // Default grant: inference + read.
     let b = k.issue(r#"{"name":"bob"}"#);
     assert_eq!(b["routes"], serde_json::json!(["inference", "read"]));
     let c = k.issue(r#"{"name":"carol"}"#);
-    let r = k.admin_post(&format!("/v1/keys/{}/revoke", c["id"].as_str().unwrap()), "{}");
+    let r = k.admin_post(
+        &format!("/v1/keys/{}/revoke", c["id"].as_str().unwrap()),
+        "{}",
+    );
     assert_eq!(r.status(), 200);
 
     let active: Value = k.admin_get("/v1/keys").json().unwrap();
@@ -178,7 +187,10 @@ fn issue_bad_input_names_the_field(db: &Db) {
     }
     let (s, b) = error_field(k.admin_post("/v1/keys", r#"{"name":"#));
     assert_eq!(s, 400);
-    assert!(b["error"]["message"].as_str().unwrap().contains("not valid JSON"));
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
     let huge = format!(r#"{{"name":"{}"}}"#, "x".repeat(100_000));
     assert_eq!(k.admin_post("/v1/keys", &huge).status(), 413);
     // Nothing was written by any of them.
@@ -206,8 +218,14 @@ fn rotate_keeps_old_secret_for_grace(db: &Db) {
     assert_eq!(e["detail"]["grace_secs"], 3600);
     assert!(!serde_json::to_string(&e).unwrap().contains(new));
     // Both secrets work during the grace period.
-    assert_eq!(k.verify("GET", "/api/tags", Some(&bearer(new))).status(), 200);
-    assert_eq!(k.verify("GET", "/api/tags", Some(&bearer(old))).status(), 200);
+    assert_eq!(
+        k.verify("GET", "/api/tags", Some(&bearer(new))).status(),
+        200
+    );
+    assert_eq!(
+        k.verify("GET", "/api/tags", Some(&bearer(old))).status(),
+        200
+    );
     let shown: Value = k.admin_get(&format!("/v1/keys/{id}")).json().unwrap();
     assert!(shown["rotated_at"].is_string());
     assert!(shown["old_valid_until"].is_string());
@@ -217,18 +235,28 @@ fn rotate_keeps_old_secret_for_grace(db: &Db) {
     assert!(b["error"]["message"].as_str().unwrap().contains("revoke"));
     let (s, b) = error_field(k.admin_post(&format!("/v1/keys/{id}/rotate"), r#"{"grce":"1h"}"#));
     assert_eq!((s, b["error"]["field"].as_str()), (400, Some("grce")));
-    assert_eq!(k.admin_post("/v1/keys/aaaaaaaaaaaa/rotate", "{}").status(), 404);
+    assert_eq!(
+        k.admin_post("/v1/keys/aaaaaaaaaaaa/rotate", "{}").status(),
+        404
+    );
     // Default grace (empty body) works.
     let r = k.admin_post(&format!("/v1/keys/{id}/rotate"), "");
     assert_eq!(r.status(), 200);
     let newest: Value = r.json().unwrap();
     assert_eq!(
-        k.verify("GET", "/api/tags", Some(&bearer(newest["key"].as_str().unwrap())))
-            .status(),
+        k.verify(
+            "GET",
+            "/api/tags",
+            Some(&bearer(newest["key"].as_str().unwrap()))
+        )
+        .status(),
         200
     );
     // The first secret was replaced twice: it no longer works.
-    assert_eq!(k.verify("GET", "/api/tags", Some(&bearer(old))).status(), 401);
+    assert_eq!(
+        k.verify("GET", "/api/tags", Some(&bearer(old))).status(),
+        401
+    );
     k.admin_post(&format!("/v1/keys/{id}/revoke"), "{}");
     let (s, b) = error_field(k.admin_post(&format!("/v1/keys/{id}/rotate"), "{}"));
     assert_eq!((s, b["error"]["code"].as_str()), (409, Some("conflict")));
@@ -240,13 +268,19 @@ fn revoke_is_immediate_and_once(db: &Db) {
     let v = k.issue(r#"{"name":"rev"}"#);
     let id = v["id"].as_str().unwrap();
     let key = v["key"].as_str().unwrap();
-    assert_eq!(k.verify("GET", "/api/tags", Some(&bearer(key))).status(), 200);
+    assert_eq!(
+        k.verify("GET", "/api/tags", Some(&bearer(key))).status(),
+        200
+    );
     let (s, b) = error_field(k.admin_post(
         &format!("/v1/keys/{id}/revoke"),
         &format!(r#"{{"reason":"{}"}}"#, "r".repeat(600)),
     ));
     assert_eq!((s, b["error"]["field"].as_str()), (400, Some("reason")));
-    let r = k.admin_post(&format!("/v1/keys/{id}/revoke"), r#"{"reason":"leaked in CI log"}"#);
+    let r = k.admin_post(
+        &format!("/v1/keys/{id}/revoke"),
+        r#"{"reason":"leaked in CI log"}"#,
+    );
     assert_eq!(r.status(), 200);
     let body: Value = r.json().unwrap();
     assert_eq!(body, serde_json::json!({"id": id, "status": "revoked"}));
@@ -264,7 +298,10 @@ fn revoke_is_immediate_and_once(db: &Db) {
     let (s, b) = error_field(k.admin_post(&format!("/v1/keys/{id}/revoke"), "{}"));
     assert_eq!((s, b["error"]["code"].as_str()), (409, Some("conflict")));
     assert_eq!(audit_count(&k), n, "a refused revoke leaves no entry");
-    assert_eq!(k.admin_post("/v1/keys/aaaaaaaaaaaa/revoke", "{}").status(), 404);
+    assert_eq!(
+        k.admin_post("/v1/keys/aaaaaaaaaaaa/revoke", "{}").status(),
+        404
+    );
 }
 both!(revoke_is_immediate_and_once);
 
@@ -284,7 +321,13 @@ fn tokens_mint_and_exchange(db: &Db) {
     assert_eq!(e["detail"]["jti"], jti);
     assert!(!serde_json::to_string(&e).unwrap().contains(token));
     // The token verifies against the published JWKS with keygate-core …
-    let jwks: Value = k.http.get(k.url("/.well-known/jwks.json")).send().unwrap().json().unwrap();
+    let jwks: Value = k
+        .http
+        .get(k.url("/.well-known/jwks.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let keys: Vec<(String, keygate_core::ed25519_dalek::VerifyingKey)> = jwks["keys"]
         .as_array()
         .unwrap()
@@ -317,7 +360,10 @@ fn tokens_mint_and_exchange(db: &Db) {
     assert_eq!((s, b["error"]["field"].as_str()), (400, Some("ttl")));
     let (s, b) = error_field(k.admin_post(&format!("/v1/keys/{id}/tokens"), r#"{"ttl":"x"}"#));
     assert_eq!((s, b["error"]["field"].as_str()), (400, Some("ttl")));
-    assert_eq!(k.admin_post("/v1/keys/aaaaaaaaaaaa/tokens", "{}").status(), 404);
+    assert_eq!(
+        k.admin_post("/v1/keys/aaaaaaaaaaaa/tokens", "{}").status(),
+        404
+    );
 
     // Exchange: the client's own key, no admin token.
     let r = k
@@ -349,7 +395,10 @@ fn tokens_mint_and_exchange(db: &Db) {
 
     // Revoking the key kills its tokens and further minting.
     k.admin_post(&format!("/v1/keys/{id}/revoke"), "{}");
-    assert_eq!(k.verify("GET", "/api/tags", Some(&bearer(token))).status(), 401);
+    assert_eq!(
+        k.verify("GET", "/api/tags", Some(&bearer(token))).status(),
+        401
+    );
     let (s, _) = error_field(k.admin_post(&format!("/v1/keys/{id}/tokens"), "{}"));
     assert_eq!(s, 409);
     let r = k
@@ -381,7 +430,13 @@ fn signing_key_rotation_keeps_old_keys_published(db: &Db) {
     let e = k.last_audit();
     assert_eq!(e["action"], "signing_key.rotate");
     assert_eq!(e["detail"]["kid"], kid);
-    let jwks: Value = k.http.get(k.url("/.well-known/jwks.json")).send().unwrap().json().unwrap();
+    let jwks: Value = k
+        .http
+        .get(k.url("/.well-known/jwks.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let kids: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()
@@ -391,12 +446,24 @@ fn signing_key_rotation_keeps_old_keys_published(db: &Db) {
     assert_eq!(kids.len(), 2);
     assert_eq!(kids[0], kid, "current key first");
     // Tokens signed by the retired key still verify; new tokens use the new kid.
-    assert_eq!(k.verify("GET", "/api/tags", Some(&bearer(&old_token))).status(), 200);
+    assert_eq!(
+        k.verify("GET", "/api/tags", Some(&bearer(&old_token)))
+            .status(),
+        200
+    );
     let t2: Value = k
         .admin_post(&format!("/v1/keys/{id}/tokens"), "{}")
         .json()
         .unwrap();
-    assert_eq!(k.verify("GET", "/api/tags", Some(&bearer(t2["token"].as_str().unwrap()))).status(), 200);
+    assert_eq!(
+        k.verify(
+            "GET",
+            "/api/tags",
+            Some(&bearer(t2["token"].as_str().unwrap()))
+        )
+        .status(),
+        200
+    );
 
     // Snapshot key rotation: the new key signs; the old one is still listed.
     let cred = k.filter_credential();
@@ -414,10 +481,22 @@ fn signing_key_rotation_keeps_old_keys_published(db: &Db) {
     let bytes = k.snapshot(&cred, "").bytes().unwrap();
     let new_key = keygate_core::snapshot::parse_public_key(new_pub).unwrap();
     let p = keygate_core::snapshot::decode(&bytes, &[new_key], usize::MAX).unwrap();
-    let keygate_core::snapshot::Payload::Full(s) = p else { panic!("full expected") };
-    assert_eq!(s.signing_keys.len(), 2, "both token keys travel in the snapshot");
+    let keygate_core::snapshot::Payload::Full(s) = p else {
+        panic!("full expected")
+    };
+    assert_eq!(
+        s.signing_keys.len(),
+        2,
+        "both token keys travel in the snapshot"
+    );
     assert!(keygate_core::snapshot::decode(&bytes, &[common::pinned(&k)], usize::MAX).is_err());
-    let pubs: Value = k.http.get(k.url("/v1/snapshot-keys")).send().unwrap().json().unwrap();
+    let pubs: Value = k
+        .http
+        .get(k.url("/v1/snapshot-keys"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(pubs["keys"].as_array().unwrap().len(), 2);
     assert_eq!(k.audit_verify()["ok"], true);
 }
@@ -474,7 +553,10 @@ fn public_keys_register_list_revoke(db: &Db) {
         id,
         keygate_core::ollama_sig::key_id_for(c.key.verifying_key().as_bytes())
     );
-    assert!(v["public_key"].as_str().unwrap().starts_with("ssh-ed25519 AAAAC3Nz"));
+    assert!(v["public_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("ssh-ed25519 AAAAC3Nz"));
     let e = k.last_audit();
     assert_eq!(e["action"], "publickey.register");
     assert_eq!(e["key_id"], id.as_str());
@@ -486,7 +568,11 @@ fn public_keys_register_list_revoke(db: &Db) {
     for bad in ["ssh-rsa AAAAB3NzaC1yc2E", "not a key", ""] {
         let b = serde_json::json!({"name": "x", "public_key": bad});
         let (s, e) = error_field(k.admin_post("/v1/public-keys", &b.to_string()));
-        assert_eq!((s, e["error"]["field"].as_str()), (400, Some("public_key")), "{bad}");
+        assert_eq!(
+            (s, e["error"]["field"].as_str()),
+            (400, Some("public_key")),
+            "{bad}"
+        );
     }
     let (s, e) = error_field(k.admin_post("/v1/public-keys", r#"{"name":"x"}"#));
     assert_eq!((s, e["error"]["field"].as_str()), (400, Some("public_key")));
@@ -517,8 +603,16 @@ fn public_keys_register_list_revoke(db: &Db) {
     let r = k.verify("GET", &uri, Some(&auth));
     assert_eq!(r.headers()["x-keygate-deny"], "sig_unregistered_key");
     // Rotation has nothing to rotate; revoke works like keys.
-    assert_eq!(k.admin_post(&format!("/v1/keys/{id}/rotate"), "{}").status(), 409);
-    assert_eq!(k.admin_post(&format!("/v1/keys/{id}/revoke"), "{}").status(), 200);
+    assert_eq!(
+        k.admin_post(&format!("/v1/keys/{id}/rotate"), "{}")
+            .status(),
+        409
+    );
+    assert_eq!(
+        k.admin_post(&format!("/v1/keys/{id}/revoke"), "{}")
+            .status(),
+        200
+    );
     let (uri, auth) = c.sign("GET", "/api/tags", now);
     let r = k.verify("GET", &uri, Some(&auth));
     assert_eq!(r.status(), 401);
@@ -533,7 +627,10 @@ fn audit_filters(db: &Db) {
     let a_id = a["id"].as_str().unwrap();
     k.admin_post(&format!("/v1/keys/{a_id}/revoke"), "{}");
     let by_key = k.audit(&format!("?key={a_id}"));
-    let actions: Vec<&str> = by_key.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = by_key
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     assert_eq!(actions, vec!["key.issue", "key.revoke"]);
     let issues = k.audit("?action=key.issue");
     assert_eq!(issues.len(), 2);
@@ -541,9 +638,18 @@ fn audit_filters(db: &Db) {
     // Time window: everything is after an hour ago, nothing before.
     let hour_ago = time_str(-3600);
     let in_hour = time_str(3600);
-    assert_eq!(k.audit(&format!("?since={hour_ago}")).len(), audit_count(&k));
+    assert_eq!(
+        k.audit(&format!("?since={hour_ago}")).len(),
+        audit_count(&k)
+    );
     assert_eq!(k.audit(&format!("?until={hour_ago}")).len(), 0);
-    assert_eq!(k.audit(&format!("?since={hour_ago}&until={in_hour}&action=key.revoke")).len(), 1);
+    assert_eq!(
+        k.audit(&format!(
+            "?since={hour_ago}&until={in_hour}&action=key.revoke"
+        ))
+        .len(),
+        1
+    );
     // Paging by seq.
     let all = k.audit("");
     let r: Value = k.admin_get("/v1/audit?limit=2").json().unwrap();
@@ -554,7 +660,10 @@ fn audit_filters(db: &Db) {
     // Entries chain.
     for w in all.windows(2) {
         assert_eq!(w[1]["prev_hash"], w[0]["hash"]);
-        assert_eq!(w[1]["seq"].as_i64().unwrap(), w[0]["seq"].as_i64().unwrap() + 1);
+        assert_eq!(
+            w[1]["seq"].as_i64().unwrap(),
+            w[0]["seq"].as_i64().unwrap() + 1
+        );
     }
     for (q, field) in [
         ("?since=yesterday", "since"),
@@ -578,13 +687,29 @@ fn time_str(offset: i64) -> String {
 
 fn health_and_metrics(db: &Db) {
     let k = Keyd::start(db);
-    let h: Value = k.http.get(k.url("/healthz")).send().unwrap().json().unwrap();
+    let h: Value = k
+        .http
+        .get(k.url("/healthz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(h["status"], "ok");
     assert!(h["version"].as_u64().unwrap() >= 1);
     let a = k.issue(r#"{"name":"m"}"#);
-    k.verify("GET", "/api/tags", Some(&bearer(a["key"].as_str().unwrap())));
+    k.verify(
+        "GET",
+        "/api/tags",
+        Some(&bearer(a["key"].as_str().unwrap())),
+    );
     k.verify("GET", "/api/tags", None);
-    let m = k.http.get(k.url("/metrics")).send().unwrap().text().unwrap();
+    let m = k
+        .http
+        .get(k.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     for needle in [
         "keyd_http_requests_total{route=\"/v1/keys\",status=\"201\"} 1",
         "keyd_keys{status=\"active\"} 1",

@@ -36,7 +36,10 @@ fn two_instances_share_state_and_wake_each_other() {
     let Some(db) = Db::postgres() else { return };
     let a = Keyd::start(&db);
     let b = Keyd::start(&db);
-    assert_eq!(a.snapshot_key, b.snapshot_key, "one snapshot key for the cluster");
+    assert_eq!(
+        a.snapshot_key, b.snapshot_key,
+        "one snapshot key for the cluster"
+    );
 
     // A credential made through A works on B.
     let cred = a.filter_credential();
@@ -47,10 +50,16 @@ fn two_instances_share_state_and_wake_each_other() {
     let key = k["key"].as_str().unwrap();
     let t = Instant::now();
     while a.verify("GET", "/api/tags", Some(&bearer(key))).status() != 200 {
-        assert!(t.elapsed() < Duration::from_secs(1), "A did not learn B's key within 1 s");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "A did not learn B's key within 1 s"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    println!("key issued on B verified on A after {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "key issued on B verified on A after {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
 
     // A long-poll held by A wakes on a revoke made through B.
     let v = a.version();
@@ -79,7 +88,10 @@ fn two_instances_share_state_and_wake_each_other() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let sent = Instant::now();
-    let r = b.admin_post(&format!("/v1/keys/{}/revoke", k["id"].as_str().unwrap()), "{}");
+    let r = b.admin_post(
+        &format!("/v1/keys/{}/revoke", k["id"].as_str().unwrap()),
+        "{}",
+    );
     assert_eq!(r.status(), 200);
     let (status, bytes, done) = waiter.join().unwrap();
     assert_eq!(status, 200);
@@ -93,7 +105,10 @@ fn two_instances_share_state_and_wake_each_other() {
         panic!("expected a delta")
     };
     assert_eq!(d.upserts[0].id, k["id"].as_str().unwrap());
-    assert_eq!(a.verify("GET", "/api/tags", Some(&bearer(key))).status(), 401);
+    assert_eq!(
+        a.verify("GET", "/api/tags", Some(&bearer(key))).status(),
+        401
+    );
 }
 
 #[test]
@@ -112,7 +127,9 @@ fn concurrent_issues_on_two_instances_lose_nothing() {
             handles.push(std::thread::spawn(move || {
                 for i in 0..per_instance / threads_per_instance {
                     let v = k.issue(&format!(r#"{{"name":"c{t}-{i}"}}"#));
-                    ids.lock().unwrap().push(v["id"].as_str().unwrap().to_owned());
+                    ids.lock()
+                        .unwrap()
+                        .push(v["id"].as_str().unwrap().to_owned());
                 }
             }));
         }
@@ -145,8 +162,12 @@ fn concurrent_issues_on_two_instances_lose_nothing() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let cred = a.filter_credential();
-    let full = |k: &Keyd| match decode(&k.snapshot(&cred, "").bytes().unwrap(), &[pinned(k)], usize::MAX)
-        .unwrap()
+    let full = |k: &Keyd| match decode(
+        &k.snapshot(&cred, "").bytes().unwrap(),
+        &[pinned(k)],
+        usize::MAX,
+    )
+    .unwrap()
     {
         Payload::Full(s) => s,
         Payload::Delta(_) => panic!("full expected"),
@@ -207,15 +228,27 @@ fn sigkill_of_one_instance_loses_no_acknowledged_write() {
     // B serves every acknowledged key (after its periodic re-check at the latest).
     std::thread::sleep(Duration::from_millis(1500));
     for (id, key) in &acked {
-        assert_eq!(b.admin_get(&format!("/v1/keys/{id}")).status(), 200, "{id} lost");
-        assert_eq!(b.verify("GET", "/api/tags", Some(&bearer(key))).status(), 200, "{id}");
+        assert_eq!(
+            b.admin_get(&format!("/v1/keys/{id}")).status(),
+            200,
+            "{id} lost"
+        );
+        assert_eq!(
+            b.verify("GET", "/api/tags", Some(&bearer(key))).status(),
+            200,
+            "{id}"
+        );
     }
     assert_eq!(b.audit_verify()["ok"], true);
     // Later changes through B keep working.
     let k = b.issue(r#"{"name":"after"}"#);
     assert_eq!(
-        b.verify("GET", "/api/tags", Some(&bearer(k["key"].as_str().unwrap())))
-            .status(),
+        b.verify(
+            "GET",
+            "/api/tags",
+            Some(&bearer(k["key"].as_str().unwrap()))
+        )
+        .status(),
         200
     );
 }

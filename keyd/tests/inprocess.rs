@@ -14,7 +14,9 @@ const TOKEN: &str = "inprocess-admin-token-0123456789";
 async fn state(dir: &std::path::Path) -> keyd::state::AppState {
     let url = format!("sqlite://{}", dir.join("k.db").display());
     let cli = Cli::try_parse_from(["keyd", "serve", "--database", &url]).unwrap();
-    let Command::Serve(args) = cli.command else { panic!() };
+    let Command::Serve(args) = cli.command else {
+        panic!()
+    };
     let cfg = Config::from_args(&args, Some(TOKEN.into())).unwrap();
     keyd::state::AppState::open(cfg).await.unwrap().state
 }
@@ -23,7 +25,10 @@ async fn call(st: &keyd::state::AppState, req: Request<Body>) -> (StatusCode, Va
     let resp = keyd::app(st.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test]

@@ -58,8 +58,14 @@ fn durability_under_sigkill(db: &Db) {
         w.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    println!("SIGKILL after {delay} ms: {} issues acknowledged", acked.len());
-    assert!(!acked.is_empty(), "no issue was acknowledged before the kill");
+    println!(
+        "SIGKILL after {delay} ms: {} issues acknowledged",
+        acked.len()
+    );
+    assert!(
+        !acked.is_empty(),
+        "no issue was acknowledged before the kill"
+    );
 
     let k = Keyd::start(db);
     for (id, key) in &acked {
@@ -111,7 +117,10 @@ fn sigterm_releases_longpolls_and_exits(db: &Db) {
     let sent = Instant::now();
     let status = k.terminate(Duration::from_secs(10));
     let (code, done) = waiter.join().unwrap();
-    assert_eq!(code, 304, "a held long-poll is answered 'no change' on shutdown");
+    assert_eq!(
+        code, 304,
+        "a held long-poll is answered 'no change' on shutdown"
+    );
     assert!(done.duration_since(sent) < Duration::from_secs(5));
     let status = status.expect("keyd did not exit within 10 s of SIGTERM");
     assert!(status.success(), "{status:?}");
@@ -158,7 +167,10 @@ fn edited_and_deleted_audit_rows_are_reported(db: &Db) {
     let k2 = Keyd::start(&db2);
     k2.issue(r#"{"name":"tail"}"#);
     let last = k2.audit("").len();
-    assert_eq!(db2.exec(&format!("DELETE FROM audit WHERE seq = {last}")), 1);
+    assert_eq!(
+        db2.exec(&format!("DELETE FROM audit WHERE seq = {last}")),
+        1
+    );
     let v = k2.audit_verify();
     assert_eq!(v["first_broken"]["seq"], last as i64, "{v}");
     assert_eq!(v["first_broken"]["reason"], "missing_entry");
@@ -185,11 +197,17 @@ fn generated_admin_token_is_written_0600_and_never_logged() {
     assert!(token.starts_with("kga_") && token.len() == 47, "{token}");
     assert_eq!(file_mode(&path), 0o600);
     assert_eq!(file_mode(&db.dir.path().join("keyd.db")), 0o600);
+    assert_eq!(file_mode(&db.dir.path().join("keyd.db-wal")), 0o600);
     let log = k.log();
     assert!(log.contains(&path.display().to_string()), "{log}");
     assert!(!log.contains(&token));
     assert!(log.contains(&k.snapshot_key));
-    let r = k.http.get(k.url("/v1/keys")).bearer_auth(&token).send().unwrap();
+    let r = k
+        .http
+        .get(k.url("/v1/keys"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     drop(k);
     // The same token keeps working after a restart (only its hash is stored).
@@ -200,14 +218,24 @@ fn generated_admin_token_is_written_0600_and_never_logged() {
             ..Opts::default()
         },
     );
-    let r = k.http.get(k.url("/v1/keys")).bearer_auth(&token).send().unwrap();
+    let r = k
+        .http
+        .get(k.url("/v1/keys"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     let before = k.snapshot_key.clone();
     drop(k);
     // KEYD_ADMIN_TOKEN replaces it; the snapshot key survives restarts.
     let k = Keyd::start(&db);
     assert_eq!(k.snapshot_key, before);
-    let r = k.http.get(k.url("/v1/keys")).bearer_auth(&token).send().unwrap();
+    let r = k
+        .http
+        .get(k.url("/v1/keys"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(k.admin_get("/v1/keys").status(), 200);
     assert!(!k.log().contains(common::ADMIN));
@@ -236,7 +264,12 @@ fn default_database_is_in_the_data_dir_and_json_logs_work() {
     let out = child.wait_with_output().unwrap();
     assert!(db.exists());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.lines().any(|l| l.starts_with("snapshot-public-key: ")), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("snapshot-public-key: ")),
+        "{stdout}"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
@@ -253,13 +286,25 @@ fn version_and_bad_config_exit_cleanly() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("keyd "));
     let out = Command::new(env!("CARGO_BIN_EXE_keyd"))
-        .args(["serve", "--database", "mysql://x", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--database",
+            "mysql://x",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sqlite://"));
     let out = Command::new(env!("CARGO_BIN_EXE_keyd"))
-        .args(["serve", "--token-max-ttl", "forever", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--token-max-ttl",
+            "forever",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -278,7 +323,10 @@ fn verify_for_nginx_and_caddy(db: &Db) {
     // nginx headers; allowed, with key id and name.
     let r = k.verify("GET", "/api/tags", Some(&bearer(open_key)));
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["x-keygate-key-id"], open["id"].as_str().unwrap());
+    assert_eq!(
+        r.headers()["x-keygate-key-id"],
+        open["id"].as_str().unwrap()
+    );
     assert_eq!(r.headers()["x-keygate-key-name"], "open %C3%A9");
     // Caddy headers and X-Api-Key.
     let r = k
@@ -291,7 +339,11 @@ fn verify_for_nginx_and_caddy(db: &Db) {
         .unwrap();
     assert_eq!(r.status(), 200);
     // Route-level on model-scoped routes: no allowlist → allowed; allowlist → denied.
-    assert_eq!(k.verify("POST", "/api/chat", Some(&bearer(open_key))).status(), 200);
+    assert_eq!(
+        k.verify("POST", "/api/chat", Some(&bearer(open_key)))
+            .status(),
+        200
+    );
     let r = k.verify("POST", "/api/chat", Some(&bearer(scoped_key)));
     assert_eq!(r.status(), 403);
     assert_eq!(r.headers()["x-keygate-deny"], "model_unverifiable");
@@ -323,7 +375,11 @@ fn verify_for_nginx_and_caddy(db: &Db) {
     assert_eq!(b["error"]["code"], "no_credential");
     // Per-key rate: 2 then 429 with Retry-After.
     for _ in 0..2 {
-        assert_eq!(k.verify("GET", "/api/tags", Some(&bearer(limited_key))).status(), 200);
+        assert_eq!(
+            k.verify("GET", "/api/tags", Some(&bearer(limited_key)))
+                .status(),
+            200
+        );
     }
     let r = k.verify("GET", "/api/tags", Some(&bearer(limited_key)));
     assert_eq!(r.status(), 429);
@@ -352,7 +408,14 @@ fn verify_for_nginx_and_caddy(db: &Db) {
     assert_eq!(r.headers()["x-keygate-deny"], "too_many_failures");
     assert_eq!(attempt("203.0.113.10", open_key).status(), 200);
     // Revocation takes effect on the next call.
-    k.admin_post(&format!("/v1/keys/{}/revoke", open["id"].as_str().unwrap()), "{}");
-    assert_eq!(k.verify("GET", "/api/tags", Some(&bearer(open_key))).status(), 401);
+    k.admin_post(
+        &format!("/v1/keys/{}/revoke", open["id"].as_str().unwrap()),
+        "{}",
+    );
+    assert_eq!(
+        k.verify("GET", "/api/tags", Some(&bearer(open_key)))
+            .status(),
+        401
+    );
 }
 both!(verify_for_nginx_and_caddy);

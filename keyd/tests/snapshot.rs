@@ -14,8 +14,11 @@ fn snapshot_full_delta_and_304(db: &Db) {
     assert_eq!(r.status(), 401);
     assert_eq!(k.snapshot(common::ADMIN, "").status(), 401);
     assert_eq!(
-        k.snapshot("kgf_aaaaaaaaaaaa_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "")
-            .status(),
+        k.snapshot(
+            "kgf_aaaaaaaaaaaa_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            ""
+        )
+        .status(),
         401
     );
     let r = k.admin_post("/v1/filter-credentials", r#"{"name":"envoy-1"}"#);
@@ -37,7 +40,11 @@ fn snapshot_full_delta_and_304(db: &Db) {
     let r = k.snapshot(&cred, "");
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/octet-stream");
-    let v: u64 = r.headers()["x-keygate-version"].to_str().unwrap().parse().unwrap();
+    let v: u64 = r.headers()["x-keygate-version"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let bytes = r.bytes().unwrap();
     let mut mem = MemStore::new();
     let p = decode(&bytes, &[pinned(&k)], usize::MAX).unwrap();
@@ -59,7 +66,11 @@ fn snapshot_full_delta_and_304(db: &Db) {
     let t = Instant::now();
     let r = k.snapshot(&cred, &format!("?since={v}&wait=1"));
     assert_eq!(r.status(), 304);
-    assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
 
     // One change → a delta with exactly that key.
     let b = k.issue(r#"{"name":"b"}"#);
@@ -68,7 +79,9 @@ fn snapshot_full_delta_and_304(db: &Db) {
     assert_eq!(r.headers()["x-keygate-snapshot-kind"], "delta");
     let bytes = r.bytes().unwrap();
     let p = decode(&bytes, &[pinned(&k)], usize::MAX).unwrap();
-    let Payload::Delta(d) = &p else { panic!("expected a delta") };
+    let Payload::Delta(d) = &p else {
+        panic!("expected a delta")
+    };
     assert_eq!(d.base, v);
     assert_eq!(d.upserts.len(), 1);
     assert_eq!(d.upserts[0].id, b["id"].as_str().unwrap());
@@ -78,27 +91,55 @@ fn snapshot_full_delta_and_304(db: &Db) {
 
     // Revoke → the record travels with status revoked.
     let v2 = mem.version;
-    k.admin_post(&format!("/v1/keys/{}/revoke", a["id"].as_str().unwrap()), "{}");
+    k.admin_post(
+        &format!("/v1/keys/{}/revoke", a["id"].as_str().unwrap()),
+        "{}",
+    );
     let bytes = k.snapshot(&cred, &format!("?since={v2}")).bytes().unwrap();
-    mem.apply(decode(&bytes, &[pinned(&k)], usize::MAX).unwrap()).unwrap();
-    let rec = mem.records().find(|r| r.id == a["id"].as_str().unwrap()).unwrap();
+    mem.apply(decode(&bytes, &[pinned(&k)], usize::MAX).unwrap())
+        .unwrap();
+    let rec = mem
+        .records()
+        .find(|r| r.id == a["id"].as_str().unwrap())
+        .unwrap();
     assert_eq!(rec.status, KeyStatus::Revoked);
     // A full snapshot equals the state built from deltas.
-    let full = decode(&k.snapshot(&cred, "").bytes().unwrap(), &[pinned(&k)], usize::MAX).unwrap();
+    let full = decode(
+        &k.snapshot(&cred, "").bytes().unwrap(),
+        &[pinned(&k)],
+        usize::MAX,
+    )
+    .unwrap();
     let Payload::Full(full) = full else { panic!() };
     assert_eq!(full, mem.to_snapshot());
 
-    for (q, field) in [("?since=x", "since"), ("?wait=-1", "wait"), ("?sinse=1", "sinse")] {
+    for (q, field) in [
+        ("?since=x", "since"),
+        ("?wait=-1", "wait"),
+        ("?sinse=1", "sinse"),
+    ] {
         let r = k.snapshot(&cred, q);
         assert_eq!(r.status(), 400, "{q}");
         let b: Value = r.json().unwrap();
         assert_eq!(b["error"]["field"], field);
     }
     // Built once per version: repeated full fetches do not rebuild.
-    let m1 = k.http.get(k.url("/metrics")).send().unwrap().text().unwrap();
+    let m1 = k
+        .http
+        .get(k.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     k.snapshot(&cred, "");
     k.snapshot(&cred, "");
-    let m2 = k.http.get(k.url("/metrics")).send().unwrap().text().unwrap();
+    let m2 = k
+        .http
+        .get(k.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     let builds = |m: &str| {
         m.lines()
             .find(|l| l.starts_with("keyd_snapshot_full_builds_total "))
@@ -125,7 +166,13 @@ fn longpoll_returns_promptly_after_revoke(db: &Db) {
     // Let the request arrive and park.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let m = k.http.get(k.url("/metrics")).send().unwrap().text().unwrap();
+        let m = k
+            .http
+            .get(k.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
         if m.contains("keyd_longpoll_waiters 1") {
             break;
         }
@@ -164,7 +211,10 @@ fn every_flipped_byte_is_rejected(db: &Db) {
     let key = pinned(&k);
     for (what, q) in [("full", String::new()), ("delta", format!("?since={v}"))] {
         let bytes = k.snapshot(&cred, &q).bytes().unwrap().to_vec();
-        assert!(decode(&bytes, &[key], usize::MAX).is_ok(), "{what} decodes intact");
+        assert!(
+            decode(&bytes, &[key], usize::MAX).is_ok(),
+            "{what} decodes intact"
+        );
         for i in 0..bytes.len() {
             for bit in [0x01u8, 0x80] {
                 let mut b = bytes.clone();
@@ -176,7 +226,10 @@ fn every_flipped_byte_is_rejected(db: &Db) {
                 );
             }
         }
-        println!("{what} snapshot: all {} single-byte flips rejected", bytes.len());
+        println!(
+            "{what} snapshot: all {} single-byte flips rejected",
+            bytes.len()
+        );
     }
 }
 both!(every_flipped_byte_is_rejected);

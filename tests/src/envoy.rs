@@ -64,19 +64,16 @@ impl Envoy {
         cmd.arg("-c")
             .arg(&config)
             .args(["--concurrency", "2", "--disable-hot-restart"])
+            .args(["--file-flush-interval-msec", "100"])
             .args(["--log-level", "warn", "--component-log-level", "wasm:info"]);
         let mut proc = Proc::spawn(&format!("envoy-{port}"), cmd, dir);
         let live = wait_for(Duration::from_secs(30), || {
             if !proc.is_running() {
                 return Some(false);
             }
-            let ready = crate::http::try_send(
-                "GET",
-                &format!("http://127.0.0.1:{admin}/ready"),
-                &[],
-                None,
-            )
-            .is_ok_and(|r| r.status == 200);
+            let ready =
+                crate::http::try_send("GET", &format!("http://127.0.0.1:{admin}/ready"), &[], None)
+                    .is_ok_and(|r| r.status == 200);
             (ready && port_open(port)).then_some(true)
         });
         assert_eq!(

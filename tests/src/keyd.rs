@@ -87,7 +87,10 @@ impl Keyd {
         http::send(
             method,
             &format!("{}{path}", self.url()),
-            &[("authorization", &auth), ("content-type", "application/json")],
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
             Some(body.to_string().as_bytes()),
         )
     }
@@ -106,7 +109,11 @@ impl Keyd {
     }
 
     pub fn token(&self, id: &str, ttl: &str) -> String {
-        let v = self.admin("POST", &format!("/v1/keys/{id}/tokens"), json!({ "ttl": ttl }));
+        let v = self.admin(
+            "POST",
+            &format!("/v1/keys/{id}/tokens"),
+            json!({ "ttl": ttl }),
+        );
         v["token"].as_str().expect("token").to_owned()
     }
 
@@ -119,7 +126,10 @@ impl Keyd {
             .iter()
             .filter_map(|k| k.as_str().map(str::to_owned))
             .collect();
-        (v["credential"].as_str().expect("credential").to_owned(), keys)
+        (
+            v["credential"].as_str().expect("credential").to_owned(),
+            keys,
+        )
     }
 }
 
@@ -163,7 +173,11 @@ impl Keyctl {
     /// Runs and requires success.
     pub fn ok(&self, args: &[&str]) -> String {
         let r = self.run(args);
-        assert_eq!(r.code, 0, "keyctl {args:?} failed: {}{}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code, 0,
+            "keyctl {args:?} failed: {}{}",
+            r.stdout, r.stderr
+        );
         r.stdout
     }
 }

@@ -27,12 +27,30 @@ const PAGE: usize = 1000;
 const MAX_PAGES: usize = 1_000_000;
 
 const COLUMNS: [Column; 6] = [
-    Column { title: "SEQ", width: 7 },
-    Column { title: "AT", width: 20 },
-    Column { title: "ACTION", width: 24 },
-    Column { title: "KEY", width: 12 },
-    Column { title: "ACTOR", width: 9 },
-    Column { title: "DETAIL", width: 0 },
+    Column {
+        title: "SEQ",
+        width: 7,
+    },
+    Column {
+        title: "AT",
+        width: 20,
+    },
+    Column {
+        title: "ACTION",
+        width: 24,
+    },
+    Column {
+        title: "KEY",
+        width: 12,
+    },
+    Column {
+        title: "ACTOR",
+        width: 9,
+    },
+    Column {
+        title: "DETAIL",
+        width: 0,
+    },
 ];
 
 #[derive(Debug)]
@@ -117,7 +135,9 @@ fn print(ctx: &mut Context, query: Vec<(&'static str, String)>) -> Result<()> {
             None => return Ok(()),
         }
     }
-    Err(Error::Keyd("keyd kept sending audit pages; giving up".to_owned()))
+    Err(Error::Keyd(
+        "keyd kept sending audit pages; giving up".to_owned(),
+    ))
 }
 
 fn table_row(e: &AuditEntry) -> String {
@@ -162,7 +182,11 @@ fn verify(ctx: &mut Context) -> Result<()> {
     Err(Error::ChainBroken {
         seq,
         explanation: explain(&reason),
-        reason: reason.chars().filter(|c| !c.is_control()).take(64).collect(),
+        reason: reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect(),
     })
 }
 
@@ -170,7 +194,9 @@ fn explain(reason: &str) -> &'static str {
     match reason {
         "hash_mismatch" => "the entry's contents do not match its hash, so it was edited",
         "missing_entry" => "an entry before it is missing, so entries were deleted",
-        "prev_mismatch" => "it does not link to the entry before it, so entries were replaced or reordered",
+        "prev_mismatch" => {
+            "it does not link to the entry before it, so entries were replaced or reordered"
+        }
         _ => "keyd found the chain inconsistent",
     }
 }
@@ -184,7 +210,9 @@ fn parse_time(flag: &str, s: &str, now: OffsetDateTime) -> Result<String> {
         now - time::Duration::seconds(d.secs_i64())
     } else if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         t
-    } else if let Ok(date) = Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")) {
+    } else if let Ok(date) =
+        Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+    {
         date.midnight().assume_utc()
     } else {
         return Err(Error::invalid(flag, HELP));
@@ -203,15 +231,28 @@ mod tests {
     #[test]
     fn times_become_rfc3339_utc() {
         let now = OffsetDateTime::parse("2026-03-10T12:00:00.5Z", &Rfc3339).unwrap();
-        assert_eq!(parse_time("--since", "1h", now).unwrap(), "2026-03-10T11:00:00Z");
-        assert_eq!(parse_time("--since", "2d", now).unwrap(), "2026-03-08T12:00:00Z");
-        assert_eq!(parse_time("--since", "2026-01-31", now).unwrap(), "2026-01-31T00:00:00Z");
+        assert_eq!(
+            parse_time("--since", "1h", now).unwrap(),
+            "2026-03-10T11:00:00Z"
+        );
+        assert_eq!(
+            parse_time("--since", "2d", now).unwrap(),
+            "2026-03-08T12:00:00Z"
+        );
+        assert_eq!(
+            parse_time("--since", "2026-01-31", now).unwrap(),
+            "2026-01-31T00:00:00Z"
+        );
         assert_eq!(
             parse_time("--since", "2026-01-31T10:00:00+02:00", now).unwrap(),
             "2026-01-31T08:00:00Z"
         );
         for bad in ["yesterday", "2026-13-01", "1y", ""] {
-            assert_eq!(parse_time("--since", bad, now).unwrap_err().exit_code(), 2, "{bad}");
+            assert_eq!(
+                parse_time("--since", bad, now).unwrap_err().exit_code(),
+                2,
+                "{bad}"
+            );
         }
     }
 

@@ -14,16 +14,30 @@ pub struct Init {
 impl Init {
     pub fn parse(a: CertsInitArgs) -> Result<Self> {
         let names = if a.names.is_empty() {
-            vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()]
+            vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "::1".to_owned(),
+            ]
         } else {
-            a.names.iter().map(|n| certs::server_name(n)).collect::<Result<_>>()?
+            a.names
+                .iter()
+                .map(|n| certs::server_name(n))
+                .collect::<Result<_>>()?
         };
-        let mut clients = a.clients.iter().map(|c| certs::client_name(c)).collect::<Result<Vec<_>>>()?;
+        let mut clients = a
+            .clients
+            .iter()
+            .map(|c| certs::client_name(c))
+            .collect::<Result<Vec<_>>>()?;
         let n = clients.len();
         clients.sort();
         clients.dedup();
         if clients.len() != n {
-            return Err(Error::invalid("--client", "each client name may appear once"));
+            return Err(Error::invalid(
+                "--client",
+                "each client name may appear once",
+            ));
         }
         if a.days == 0 || a.days > 3650 {
             return Err(Error::invalid("--days", "must be between 1 and 3650"));
@@ -58,7 +72,9 @@ impl Init {
                 for w in &written {
                     out.line(&format!("  {:<20}{}", w.kind, w.path))?;
                 }
-                out.line("Clients trust ca.crt (curl --cacert ca.crt); keep ca.key offline if you can.")?;
+                out.line(
+                    "Clients trust ca.crt (curl --cacert ca.crt); keep ca.key offline if you can.",
+                )?;
             }
         }
         out.flush()

@@ -6,10 +6,10 @@ use crate::args::{CaddyArgs, EnvoyArgs, NginxArgs};
 use crate::envoy_config::{self, EnvoyOpts};
 use crate::error::{Error, Result};
 use crate::nginx::PerKeyLimit;
+use crate::output::Mode;
 use crate::proxy::{config_path, Listen, ProxyOpts};
 use crate::secret::Secret;
 use crate::{caddy, nginx};
-use crate::output::Mode;
 use serde::Serialize;
 use std::io::Write as _;
 
@@ -60,10 +60,15 @@ impl Config {
         Ok(Self::Envoy(Envoy {
             proxy: ProxyOpts::parse(a.proxy)?,
             wasm: config_path("--wasm", &a.wasm)?,
-            admin: a.admin.as_deref().map(|s| Listen::parse("--admin", s)).transpose()?,
+            admin: a
+                .admin
+                .as_deref()
+                .map(|s| Listen::parse("--admin", s))
+                .transpose()?,
             credential,
-            credential_name: super::policy::name(&a.credential_name)
-                .map_err(|_| Error::invalid("--credential-name", "must be 1-128 printable characters"))?,
+            credential_name: super::policy::name(&a.credential_name).map_err(|_| {
+                Error::invalid("--credential-name", "must be 1-128 printable characters")
+            })?,
         }))
     }
 
@@ -110,7 +115,9 @@ impl Envoy {
                     .iter()
                     .map(|k| snapshot_key(k))
                     .collect::<Result<_>>()
-                    .map_err(|_| Error::Keyd("keyd sent a malformed snapshot public key".to_owned()))?;
+                    .map_err(|_| {
+                        Error::Keyd("keyd sent a malformed snapshot public key".to_owned())
+                    })?;
                 if ctx.out.mode != Mode::Quiet {
                     // stderr, so `> envoy.yaml` captures only the config.
                     let _ = writeln!(
@@ -136,7 +143,8 @@ impl Envoy {
             tls_key: p.tls.as_ref().map(|t| t.key.clone()),
             client_ca: p.tls.as_ref().and_then(|t| t.client_ca.clone()),
         };
-        envoy_config::render(&opts).map_err(|e| Error::Other(format!("cannot render the Envoy config: {e}")))
+        envoy_config::render(&opts)
+            .map_err(|e| Error::Other(format!("cannot render the Envoy config: {e}")))
     }
 }
 

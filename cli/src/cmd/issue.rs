@@ -43,13 +43,18 @@ impl Issue {
             Mode::Human => {
                 out.line(&format!("Issued key {} ({})", k.id, k.name))?;
                 out.line(&format!("  routes   {}", list_or(&k.routes, "-")))?;
-                out.line(&format!("  models   {}", list_or(&k.models, "all local models")))?;
+                out.line(&format!(
+                    "  models   {}",
+                    list_or(&k.models, "all local models")
+                ))?;
                 out.line(&format!("  rate     {}", super::keys::rate_text(k)))?;
                 out.line(&format!(
                     "  expires  {}",
                     k.expires_at.as_deref().unwrap_or("never")
                 ))?;
-                out.line("Store this key now: keyd keeps only its digest and cannot show it again.")?;
+                out.line(
+                    "Store this key now: keyd keeps only its digest and cannot show it again.",
+                )?;
                 out.line(issued.key.expose())?;
             }
         }

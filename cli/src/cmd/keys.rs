@@ -33,7 +33,10 @@ pub fn print_key(out: &mut Out, k: &Key) -> Result<()> {
                 ("routes", list_or(&k.routes, "-")),
                 ("models", list_or(&k.models, "all local models")),
                 ("rate", rate_text(k)),
-                ("expires", k.expires_at.clone().unwrap_or_else(|| "never".to_owned())),
+                (
+                    "expires",
+                    k.expires_at.clone().unwrap_or_else(|| "never".to_owned()),
+                ),
                 ("created", or_dash(&k.created_at)),
                 ("rotated", or_dash(&k.rotated_at)),
                 ("old valid until", or_dash(&k.old_valid_until)),
@@ -41,7 +44,10 @@ pub fn print_key(out: &mut Out, k: &Key) -> Result<()> {
                 ("revoke reason", or_dash(&k.revoke_reason)),
             ];
             for (label, value) in rows {
-                let value: String = value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+                let value: String = value
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
                 out.line(&format!("{label:<16}{value}"))?;
             }
         }
@@ -56,7 +62,9 @@ pub struct Show {
 
 impl Show {
     pub fn parse(a: ShowArgs) -> Result<Self> {
-        Ok(Self { id: key_id("ID", &a.id)? })
+        Ok(Self {
+            id: key_id("ID", &a.id)?,
+        })
     }
 
     pub fn run(self, ctx: &mut Context) -> Result<()> {
@@ -113,7 +121,9 @@ impl Rotate {
                     "Rotated key {}: the old secret keeps working until {until}.",
                     r.id
                 ))?;
-                out.line("Store the new key now: keyd keeps only its digest and cannot show it again.")?;
+                out.line(
+                    "Store the new key now: keyd keeps only its digest and cannot show it again.",
+                )?;
                 out.line(r.key.expose())?;
             }
         }

@@ -95,15 +95,9 @@ impl Command {
                 Self::SigningKeyRotate(signing_key::Rotate::new(which))
             }
             CommandArgs::Register(a) => Self::Register(register::Register::parse(a)?),
-            CommandArgs::Config(ConfigArgs::Envoy(a)) => {
-                Self::Config(config::Config::envoy(a)?)
-            }
-            CommandArgs::Config(ConfigArgs::Nginx(a)) => {
-                Self::Config(config::Config::nginx(a)?)
-            }
-            CommandArgs::Config(ConfigArgs::Caddy(a)) => {
-                Self::Config(config::Config::caddy(a)?)
-            }
+            CommandArgs::Config(ConfigArgs::Envoy(a)) => Self::Config(config::Config::envoy(a)?),
+            CommandArgs::Config(ConfigArgs::Nginx(a)) => Self::Config(config::Config::nginx(a)?),
+            CommandArgs::Config(ConfigArgs::Caddy(a)) => Self::Config(config::Config::caddy(a)?),
             CommandArgs::Certs(CertsArgs::Init(a)) => Self::CertsInit(certs::Init::parse(a)?),
         })
     }

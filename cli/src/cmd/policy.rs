@@ -34,7 +34,8 @@ impl PolicyBody {
         let models = if a.models.is_empty() {
             None
         } else {
-            let globs = policy::parse_models(&a.models).map_err(|r| Error::invalid("--models", r))?;
+            let globs =
+                policy::parse_models(&a.models).map_err(|r| Error::invalid("--models", r))?;
             Some(globs.iter().map(|g| g.as_str().to_owned()).collect())
         };
         let rate = a
@@ -80,7 +81,13 @@ pub fn name(s: &str) -> Result<String> {
 mod tests {
     use super::*;
 
-    fn args(routes: &[&str], models: &[&str], rate: Option<&str>, burst: Option<u32>, exp: Option<&str>) -> PolicyArgs {
+    fn args(
+        routes: &[&str],
+        models: &[&str],
+        rate: Option<&str>,
+        burst: Option<u32>,
+        exp: Option<&str>,
+    ) -> PolicyArgs {
         PolicyArgs {
             routes: routes.iter().map(|s| (*s).to_owned()).collect(),
             models: models.iter().map(|s| (*s).to_owned()).collect(),
@@ -92,7 +99,14 @@ mod tests {
 
     #[test]
     fn valid_policy_is_normalised_and_sent_in_keyd_fields() {
-        let p = PolicyBody::parse(args(&["read", "inference"], &["llama3*"], Some("10/sec"), Some(20), Some("720h"))).unwrap();
+        let p = PolicyBody::parse(args(
+            &["read", "inference"],
+            &["llama3*"],
+            Some("10/sec"),
+            Some(20),
+            Some("720h"),
+        ))
+        .unwrap();
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(
             v,

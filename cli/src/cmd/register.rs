@@ -72,7 +72,10 @@ fn public_key(arg: &str) -> Result<String> {
     let mut fields = text.split_whitespace();
     let first = fields.next().unwrap_or("");
     let (b64, comment) = if first == "ssh-ed25519" {
-        (fields.next().unwrap_or(""), fields.collect::<Vec<_>>().join(" "))
+        (
+            fields.next().unwrap_or(""),
+            fields.collect::<Vec<_>>().join(" "),
+        )
     } else if first.starts_with("ssh-") || first.starts_with("ecdsa-") {
         return Err(Error::invalid(
             FLAG,
@@ -82,7 +85,11 @@ fn public_key(arg: &str) -> Result<String> {
         (first, fields.collect::<Vec<_>>().join(" "))
     };
     ollama_sig::parse_public_key_b64(b64).map_err(|r| Error::invalid(FLAG, r))?;
-    let comment: String = comment.chars().filter(|c| !c.is_control()).take(200).collect();
+    let comment: String = comment
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
     Ok(if comment.is_empty() {
         format!("ssh-ed25519 {b64}")
     } else {
@@ -115,8 +122,16 @@ mod tests {
         std::fs::write(&f, "-----BEGIN OPENSSH PRIVATE KEY-----\nxx\n").unwrap();
         let e = public_key(f.to_str().unwrap()).unwrap_err();
         assert!(e.to_string().contains("private key"), "{e}");
-        assert_eq!(public_key("ssh-rsa AAAAB3Nza x").unwrap_err().exit_code(), 2);
-        assert_eq!(public_key("ssh-ed25519 AAAAnotakey").unwrap_err().exit_code(), 2);
+        assert_eq!(
+            public_key("ssh-rsa AAAAB3Nza x").unwrap_err().exit_code(),
+            2
+        );
+        assert_eq!(
+            public_key("ssh-ed25519 AAAAnotakey")
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
         assert_eq!(public_key("/no/such/file.pub").unwrap_err().exit_code(), 2);
     }
 }

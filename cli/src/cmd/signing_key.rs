@@ -29,7 +29,11 @@ impl Rotate {
             Mode::Json => out.json(&r)?,
             Mode::Quiet => out.line(r.kid.as_deref().unwrap_or(&r.public_key))?,
             Mode::Human => {
-                let kid = r.kid.as_deref().map(|k| format!(" (kid {k})")).unwrap_or_default();
+                let kid = r
+                    .kid
+                    .as_deref()
+                    .map(|k| format!(" (kid {k})"))
+                    .unwrap_or_default();
                 out.line(&format!("Rotated the {} signing key{kid}.", r.which))?;
                 out.line(&format!("new public key  {}", r.public_key))?;
                 if r.which == "snapshot" {

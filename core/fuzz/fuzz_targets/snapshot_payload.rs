@@ -4,10 +4,13 @@
 #![no_main]
 use ed25519_dalek::{Signer as _, SigningKey};
 use keygate_core::snapshot::{self, MemStore};
+use std::sync::OnceLock;
+
+static KEY: OnceLock<SigningKey> = OnceLock::new();
 
 libfuzzer_sys::fuzz_target!(|input: (bool, &[u8])| {
     let (delta, payload) = input;
-    let key = SigningKey::from_bytes(&[0x22; 32]);
+    let key = KEY.get_or_init(|| SigningKey::from_bytes(&[0x22; 32]));
     let mut env = b"KGSN\x01".to_vec();
     env.push(u8::from(delta));
     env.extend_from_slice(&snapshot::fingerprint(&key.verifying_key()));

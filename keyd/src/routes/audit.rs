@@ -11,22 +11,36 @@ use axum::Json;
 use serde_json::{json, Value};
 
 /// `GET /v1/audit?since&until&key&action&limit&after`.
-pub async fn list(State(st): State<AppState>, _: Admin, q: QueryMap) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(st): State<AppState>,
+    _: Admin,
+    q: QueryMap,
+) -> Result<Json<Value>, ApiError> {
     q.only(&["since", "until", "key", "action", "limit", "after"])?;
     let time = |k: &str| {
         q.get(k)
             .map(|v| {
                 parse_rfc3339(v).ok_or_else(|| {
-                    ApiError::invalid(k, format!("{k} must be an RFC 3339 time, e.g. 2026-11-23T09:00:00Z"))
+                    ApiError::invalid(
+                        k,
+                        format!("{k} must be an RFC 3339 time, e.g. 2026-11-23T09:00:00Z"),
+                    )
                 })
             })
             .transpose()
     };
-    let limit = q.parse::<i64>("limit", "a number from 1 to 1000")?.unwrap_or(1000);
+    let limit = q
+        .parse::<i64>("limit", "a number from 1 to 1000")?
+        .unwrap_or(1000);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "limit must be a number from 1 to 1000"));
+        return Err(ApiError::invalid(
+            "limit",
+            "limit must be a number from 1 to 1000",
+        ));
     }
-    let after = q.parse::<i64>("after", "an audit sequence number")?.unwrap_or(0);
+    let after = q
+        .parse::<i64>("after", "an audit sequence number")?
+        .unwrap_or(0);
     let act = q.get("action");
     if let Some(a) = act {
         if !action::ALL.contains(&a) {

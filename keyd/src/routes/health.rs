@@ -19,7 +19,9 @@ pub async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
         ),
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "version": st.version(), "reason": "database unreachable" })),
+            Json(
+                json!({ "status": "unavailable", "version": st.version(), "reason": "database unreachable" }),
+            ),
         ),
     }
 }

@@ -8,7 +8,7 @@ use crate::live::{KIND_API_KEY, KIND_OLLAMA_KEY};
 use crate::secrets;
 use crate::state::AppState;
 use crate::store::KeyRow;
-use crate::timefmt::{rfc3339_opt, now};
+use crate::timefmt::{now, rfc3339_opt};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -78,7 +78,10 @@ fn validate(
         .transpose()?;
     if let Some(b) = burst {
         if rate.is_none() {
-            return Err(ApiError::invalid("burst", "burst needs a rate (e.g. \"rate\": \"10/s\")"));
+            return Err(ApiError::invalid(
+                "burst",
+                "burst needs a rate (e.g. \"rate\": \"10/s\")",
+            ));
         }
         Burst::try_new(b).map_err(|m| ApiError::invalid("burst", m))?;
     }
@@ -231,7 +234,9 @@ pub async fn issue(
         }
         return Ok((StatusCode::CREATED, Json(body)));
     }
-    Err(ApiError::Conflict("could not allocate a key id: retry".into()))
+    Err(ApiError::Conflict(
+        "could not allocate a key id: retry".into(),
+    ))
 }
 
 pub async fn register(
@@ -282,26 +287,43 @@ pub async fn register(
 }
 
 fn valid_id(id: &str) -> Result<(), ApiError> {
-    KeyId::parse(id)
-        .map(|_| ())
-        .map_err(|_| ApiError::NotFound(format!("key {} does not exist", id.chars().take(40).collect::<String>())))
+    KeyId::parse(id).map(|_| ()).map_err(|_| {
+        ApiError::NotFound(format!(
+            "key {} does not exist",
+            id.chars().take(40).collect::<String>()
+        ))
+    })
 }
 
 fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("key {id} does not exist"))
 }
 
-async fn list_kind(st: &AppState, q: &QueryMap, kind: Option<&str>) -> Result<Json<Value>, ApiError> {
+async fn list_kind(
+    st: &AppState,
+    q: &QueryMap,
+    kind: Option<&str>,
+) -> Result<Json<Value>, ApiError> {
     q.only(&["all", "limit", "after", "kind"])?;
     let all = q.parse::<bool>("all", "true or false")?.unwrap_or(false);
-    let limit = q.parse::<i64>("limit", "a number from 1 to 1000")?.unwrap_or(1000);
+    let limit = q
+        .parse::<i64>("limit", "a number from 1 to 1000")?
+        .unwrap_or(1000);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "limit must be a number from 1 to 1000"));
+        return Err(ApiError::invalid(
+            "limit",
+            "limit must be a number from 1 to 1000",
+        ));
     }
     let kind = match (kind, q.get("kind")) {
         (Some(k), _) => Some(k),
         (None, Some(k)) if k == KIND_API_KEY || k == KIND_OLLAMA_KEY => Some(k),
-        (None, Some(_)) => return Err(ApiError::invalid("kind", "kind must be api_key or ollama_key")),
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "kind",
+                "kind must be api_key or ollama_key",
+            ))
+        }
         (None, None) => None,
     };
     let now = now();
@@ -316,7 +338,11 @@ async fn list_kind(st: &AppState, q: &QueryMap, kind: Option<&str>) -> Result<Js
     Ok(Json(json!({ "keys": keys, "next": next })))
 }
 
-pub async fn list(State(st): State<AppState>, _: Admin, q: QueryMap) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(st): State<AppState>,
+    _: Admin,
+    q: QueryMap,
+) -> Result<Json<Value>, ApiError> {
     list_kind(&st, &q, None).await
 }
 
@@ -412,13 +438,23 @@ pub async fn revoke(
     JsonBody(req): JsonBody<RevokeReq>,
 ) -> Result<Json<Value>, ApiError> {
     valid_id(&id)?;
-    let reason = req.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    let reason = req
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
     if let Some(r) = reason {
         if r.len() > MAX_REASON_LEN {
-            return Err(ApiError::invalid("reason", "reason must be at most 512 bytes"));
+            return Err(ApiError::invalid(
+                "reason",
+                "reason must be at most 512 bytes",
+            ));
         }
         if r.chars().any(char::is_control) {
-            return Err(ApiError::invalid("reason", "reason must not contain control characters"));
+            return Err(ApiError::invalid(
+                "reason",
+                "reason must not contain control characters",
+            ));
         }
     }
     let mut w = st.begin(true).await?;
@@ -426,7 +462,11 @@ pub async fn revoke(
     if !w.tx.revoke_key(&id, reason).await? {
         return Err(ApiError::Conflict(format!(
             "key {id} is already {}",
-            if row.status == "revoked" { "revoked" } else { "inactive" }
+            if row.status == "revoked" {
+                "revoked"
+            } else {
+                "inactive"
+            }
         )));
     }
     w.tx.audit(NewEntry {

@@ -11,19 +11,22 @@ pub mod verify;
 use crate::audit::{action, actor, NewEntry};
 use crate::error::ApiError;
 use crate::state::AppState;
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::body::Bytes;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// The `Bearer` value of `Authorization`, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, rest) = v.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -52,9 +55,8 @@ pub fn client_addr(ext: &axum::http::Extensions, headers: &HeaderMap) -> String 
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
         };
-        let reported = h("x-real-ip").or_else(|| {
-            h("x-forwarded-for").and_then(|x| x.rsplit(',').next().map(str::trim))
-        });
+        let reported = h("x-real-ip")
+            .or_else(|| h("x-forwarded-for").and_then(|x| x.rsplit(',').next().map(str::trim)));
         if let Some(ip) = reported.and_then(|s| s.parse::<std::net::IpAddr>().ok()) {
             return ip.to_string();
         }

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 fn encoded_response(e: &Encoded) -> Response {
-    let mut resp = Response::new(Body::from(e.bytes.as_ref().clone()));
+    let mut resp = Response::new(Body::from(e.bytes.clone()));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -51,7 +51,9 @@ pub async fn snapshot(
     q: QueryMap,
 ) -> Result<Response, ApiError> {
     q.only(&["since", "wait"])?;
-    let since = q.parse::<u64>("since", "a snapshot version (a whole number)")?.unwrap_or(0);
+    let since = q
+        .parse::<u64>("since", "a snapshot version (a whole number)")?
+        .unwrap_or(0);
     let wait = q
         .parse::<u64>("wait", "a number of seconds")?
         .unwrap_or(0)
@@ -153,7 +155,12 @@ pub async fn rotate_signing_key(
     let which = match req.which.as_str() {
         "token" => "token",
         "snapshot" => "snapshot",
-        _ => return Err(ApiError::invalid("which", "which must be token or snapshot")),
+        _ => {
+            return Err(ApiError::invalid(
+                "which",
+                "which must be token or snapshot",
+            ))
+        }
     };
     let seed = secrets::random::<32>()?;
     let (kid, public) = if which == "token" {

@@ -100,7 +100,12 @@ pub async fn mint_for_key(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<TokenReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let not_found = || ApiError::NotFound(format!("key {} does not exist", id.chars().take(40).collect::<String>()));
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "key {} does not exist",
+            id.chars().take(40).collect::<String>()
+        ))
+    };
     KeyId::parse(&id).map_err(|_| not_found())?;
     let ttl = ttl_of(&st, &req)?;
     let row = st.store.get_key(&id).await?.ok_or_else(not_found)?;
@@ -132,7 +137,14 @@ pub async fn exchange(
             .live
             .read()
             .map_err(|_| ApiError::Unavailable("keyd is not ready"))?;
-        verify::authenticate(&cred, "POST", "/v1/token/exchange", &live.mem, now(), &st.engine)
+        verify::authenticate(
+            &cred,
+            "POST",
+            "/v1/token/exchange",
+            &live.mem,
+            now(),
+            &st.engine,
+        )
     };
     let principal = match decided {
         Ok(p) if p.via == Via::ApiKey => p,

@@ -82,7 +82,8 @@ pub async fn verify(
         header(&headers, &["x-original-method", "x-forwarded-method"]),
         header(&headers, &["x-original-uri", "x-forwarded-uri"]),
     ) else {
-        st.metrics.verify_decision("error", "missing_original_request");
+        st.metrics
+            .verify_decision("error", "missing_original_request");
         return (
             StatusCode::BAD_REQUEST,
             axum::Json(serde_json::json!({"error": {
@@ -158,7 +159,10 @@ pub async fn verify(
     );
     if let Some(rate) = principal.policy.rate {
         h.insert("x-keygate-rate", header_text(&rate.spec.to_string()));
-        h.insert("x-keygate-burst", header_text(&rate.burst.get().to_string()));
+        h.insert(
+            "x-keygate-burst",
+            header_text(&rate.burst.get().to_string()),
+        );
     }
     resp
 }

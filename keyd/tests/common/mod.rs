@@ -79,7 +79,11 @@ impl Db {
             sqlx::any::install_default_drivers();
             use sqlx::Connection as _;
             let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
-            sqlx::query(&sql).execute(&mut c).await.unwrap().rows_affected()
+            sqlx::query(&sql)
+                .execute(&mut c)
+                .await
+                .unwrap()
+                .rows_affected()
         })
     }
 }
@@ -314,7 +318,13 @@ impl Keyd {
     }
 
     pub fn version(&self) -> u64 {
-        let v: Value = self.http.get(self.url("/healthz")).send().unwrap().json().unwrap();
+        let v: Value = self
+            .http
+            .get(self.url("/healthz"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         v["version"].as_u64().unwrap()
     }
 }

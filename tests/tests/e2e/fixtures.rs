@@ -3,7 +3,7 @@
 use keygate_core::apikey::{ApiKey, KeyId};
 use keygate_core::policy::Policy;
 use keygate_core::snapshot::{KeyKind, KeyRecord, KeyStatus, SigningPub, Snapshot};
-use keygate_core::token::{Claims, TokenSigner};
+use keygate_core::token::TokenSigner;
 use keygate_e2e::envoy::{local_opts, Envoy};
 use keygate_e2e::fake_keyd::FakeKeyd;
 use keygate_e2e::fake_ollama::FakeOllama;
@@ -44,19 +44,6 @@ pub fn signing_keys() -> Vec<SigningPub> {
         kid: "e2e-1".into(),
         key: token_signer().verifying_key().to_bytes(),
     }]
-}
-
-pub fn token(sub: &str, jti: &str, iat: i64, exp: i64) -> String {
-    token_signer().mint(&Claims {
-        iss: "keyd".into(),
-        sub: sub.into(),
-        iat,
-        exp,
-        nbf: None,
-        jti: jti.into(),
-        scope: vec![],
-        models: vec![],
-    })
 }
 
 /// Envoy + fake Ollama + the test-controlled snapshot source.

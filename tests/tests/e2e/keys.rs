@@ -45,10 +45,19 @@ fn bad_credentials_get_401_and_reach_nothing() {
         assert_eq!(r.status, 401, "{code}: {}", r.body);
         assert_eq!(r.header("x-keygate-deny"), Some(*code), "{}", r.body);
         assert!(r.header("www-authenticate").is_some());
-        assert!(r.json()["error"].is_string(), "Ollama-shaped error: {}", r.body);
+        assert!(
+            r.json()["error"].is_string(),
+            "Ollama-shaped error: {}",
+            r.body
+        );
         let r = get(&s.url("/v1/models"), &h);
         assert_eq!(r.status, 401);
-        assert_eq!(r.json()["error"]["code"], *code, "OpenAI-shaped error: {}", r.body);
+        assert_eq!(
+            r.json()["error"]["code"],
+            *code,
+            "OpenAI-shaped error: {}",
+            r.body
+        );
     }
     assert!(
         s.ollama.requests().is_empty(),
@@ -57,7 +66,12 @@ fn bad_credentials_get_401_and_reach_nothing() {
     );
     let denied = s.envoy.stat("wasmcustom.keygate.denied").unwrap_or(0);
     assert!(denied >= 12, "denied counter {denied}");
-    assert!(s.envoy.stat("wasmcustom.keygate.denied.key_revoked").unwrap_or(0) >= 2);
+    assert!(
+        s.envoy
+            .stat("wasmcustom.keygate.denied.key_revoked")
+            .unwrap_or(0)
+            >= 2
+    );
 }
 
 #[test]
@@ -81,12 +95,19 @@ fn valid_key_reaches_ollama_without_its_credential() {
     let seen = s.ollama.requests();
     assert_eq!(seen.len(), 3);
     for r in &seen {
-        assert_eq!(r.header("authorization"), None, "credential forwarded: {r:?}");
+        assert_eq!(
+            r.header("authorization"),
+            None,
+            "credential forwarded: {r:?}"
+        );
         assert_eq!(r.header("x-api-key"), None, "credential forwarded: {r:?}");
         assert_eq!(r.header("x-keygate-key-id").as_deref(), Some(id.as_str()));
         assert_eq!(r.header("x-keygate-key-name").as_deref(), Some("laptop"));
         // The fake runs with --loopback-host-check: it answered, so Host was rewritten.
-        assert!(r.header("host").unwrap_or_default().starts_with("127.0.0.1:"));
+        assert!(r
+            .header("host")
+            .unwrap_or_default()
+            .starts_with("127.0.0.1:"));
     }
     // The access log names the key (and never the secret).
     let logged = keygate_e2e::proc::wait_for(std::time::Duration::from_secs(5), || {
@@ -96,9 +117,17 @@ fn valid_key_reaches_ollama_without_its_credential() {
             .then_some(())
     });
     assert!(logged.is_some(), "access log: {:?}", s.envoy.access_log());
-    assert!(!s.envoy.proc.output().contains(&key), "the key appears in Envoy's output");
+    assert!(
+        !s.envoy.proc.output().contains(&key),
+        "the key appears in Envoy's output"
+    );
     assert!(s.envoy.stat("wasmcustom.keygate.allowed").unwrap_or(0) >= 3);
-    assert!(s.envoy.stat("wasmcustom.keygate.snapshot_version").unwrap_or(0) >= 1);
+    assert!(
+        s.envoy
+            .stat("wasmcustom.keygate.snapshot_version")
+            .unwrap_or(0)
+            >= 1
+    );
 }
 
 #[test]
@@ -108,7 +137,11 @@ fn tokens_valid_and_invalid() {
         return;
     };
     let (id, _) = s.keyd.issue(json!({ "name": "tok" }));
-    let token = s.keyctl.ok(&["token", &id, "--ttl", "15m", "--quiet"]).trim().to_owned();
+    let token = s
+        .keyctl
+        .ok(&["token", &id, "--ttl", "15m", "--quiet"])
+        .trim()
+        .to_owned();
     s.synced();
     for _ in 0..3 {
         let r = get(&s.url("/api/tags"), &[("authorization", &bearer(&token))]);
@@ -122,12 +155,15 @@ fn tokens_valid_and_invalid() {
     let mut claims: serde_json::Value =
         serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
     claims["exp"] = json!(claims["exp"].as_i64().unwrap() + 86_400);
-    let tampered = format!("{}.{}.{}", parts[0], b64.encode(claims.to_string()), parts[2]);
-    let stranger = keygate_core::token::TokenSigner::from_seed(
-        header["kid"].as_str().unwrap(),
-        [77; 32],
-    )
-    .mint(&serde_json::from_value(claims.clone()).unwrap());
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(claims.to_string()),
+        parts[2]
+    );
+    let stranger =
+        keygate_core::token::TokenSigner::from_seed(header["kid"].as_str().unwrap(), [77; 32])
+            .mint(&serde_json::from_value(claims.clone()).unwrap());
     let short = s.keyd.token(&id, "1s");
     std::thread::sleep(std::time::Duration::from_millis(2500));
     for (t, code) in [
@@ -137,9 +173,18 @@ fn tokens_valid_and_invalid() {
         (short, "token_expired"),
     ] {
         let r = get(&s.url("/api/tags"), &[("authorization", &bearer(&t))]);
-        assert_eq!((r.status, r.header("x-keygate-deny")), (401, Some(code)), "{}", r.body);
+        assert_eq!(
+            (r.status, r.header("x-keygate-deny")),
+            (401, Some(code)),
+            "{}",
+            r.body
+        );
     }
-    assert_eq!(s.ollama.requests().len(), 3, "only the valid token's requests passed");
+    assert_eq!(
+        s.ollama.requests().len(),
+        3,
+        "only the valid token's requests passed"
+    );
 }
 
 #[test]
@@ -156,12 +201,17 @@ fn routes_and_models_are_enforced() {
         ("POST", "/api/create"),
         ("POST", "/api/copy"),
         ("DELETE", "/api/delete"),
-        ("POST", "/api/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000"),
+        (
+            "POST",
+            "/api/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ),
     ] {
         let r = send(method, &s.url(path), &h, Some(body.to_string().as_bytes()));
         assert_eq!(r.status, 403, "{method} {path}: {}", r.body);
     }
-    let (_, limited) = s.keyd.issue(json!({ "name": "llama-only", "models": ["llama3.2"] }));
+    let (_, limited) = s
+        .keyd
+        .issue(json!({ "name": "llama-only", "models": ["llama3.2"] }));
     s.synced();
     let auth = bearer(&limited);
     let h = [("authorization", auth.as_str())];
@@ -184,16 +234,26 @@ fn routes_and_models_are_enforced() {
     let r = send(
         "POST",
         &s.url("/v1/chat/completions"),
-        &[("authorization", auth.as_str()), ("content-encoding", "zstd")],
+        &[
+            ("authorization", auth.as_str()),
+            ("content-encoding", "zstd"),
+        ],
         Some(b"\x28\xb5\x2f\xfd garbage"),
     );
     assert_eq!(r.status, 415, "{}", r.body);
     // Over the body bound: 413 from the filter.
-    let big = format!(r#"{{"model":"llama3.2","prompt":"{}"}}"#, "x".repeat(9 * 1024 * 1024));
+    let big = format!(
+        r#"{{"model":"llama3.2","prompt":"{}"}}"#,
+        "x".repeat(9 * 1024 * 1024)
+    );
     let r = send("POST", &s.url("/api/generate"), &h, Some(big.as_bytes()));
     assert_eq!(r.status, 413, "{}", r.body);
     let seen: Vec<String> = s.ollama.requests().iter().map(|r| r.body.clone()).collect();
-    assert_eq!(seen.len(), 3, "only the allowed requests reached Ollama: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        3,
+        "only the allowed requests reached Ollama: {seen:?}"
+    );
 }
 
 #[test]
@@ -216,7 +276,10 @@ fn rate_limit_is_shared_across_workers() {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let ceiling = 5 + (elapsed * 5.0).ceil() as usize;
-    assert!(ok >= 5 && ok <= ceiling, "{ok} allowed in {elapsed:.2}s (at most {ceiling})");
+    assert!(
+        ok >= 5 && ok <= ceiling,
+        "{ok} allowed in {elapsed:.2}s (at most {ceiling})"
+    );
     assert!(!limited.is_empty());
     for r in &limited {
         let ra: u64 = r.header("retry-after").unwrap().parse().unwrap();
@@ -239,6 +302,9 @@ fn repeated_failures_from_one_address_get_429() {
     assert_eq!(statuses[11], 429, "{statuses:?}");
     // Locked out: even a valid key from this address waits (and learns nothing).
     let r = get(&s.url("/api/tags"), &[("authorization", &bearer(&key))]);
-    assert_eq!((r.status, r.header("x-keygate-deny")), (429, Some("too_many_failures")));
+    assert_eq!(
+        (r.status, r.header("x-keygate-deny")),
+        (429, Some("too_many_failures"))
+    );
     assert!(r.header("retry-after").is_some());
 }

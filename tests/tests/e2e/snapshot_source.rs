@@ -23,3 +23,44 @@ fn smoke_valid_key_passes_and_missing_credential_is_refused() {
     );
     assert_eq!(seen[0].header("authorization"), None);
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Figures for the report, not a pass/fail check: `cargo test -p keygate-e2e --test e2e
+/// large_key_set -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement: run explicitly"]
+fn large_key_set() {
+    for n in [1usize, 100_000] {
+        let mut keys = Vec::with_capacity(n);
+        let (key, first) = api_key("probe");
+        keys.push(first);
+        for i in 1..n {
+            let mut r = keys[0].clone();
+            r.id = format!("{:0>12}", i).replace('0', "a").replace('1', "b").replace('2', "c")
+                .replace('3', "d").replace('4', "e").replace('5', "f").replace('6', "g")
+                .replace('7', "h").replace('8', "i").replace('9', "j");
+            r.name = format!("key {i}");
+            keys.push(r);
+        }
+        let start = std::time::Instant::now();
+        let Some(s) = Stack::start(keys, |y| y) else {
+            return;
+        };
+        let ready = start.elapsed();
+        let auth = bearer(key.expose_secret());
+        assert_eq!(get(&s.envoy.url("/api/tags"), &[("authorization", &auth)]).status, 200);
+        let rss = rss_kib(s.envoy.proc.pid());
+        eprintln!("{n} keys: Envoy (2 workers) ready with the snapshot after {ready:?}; RSS {rss} KiB");
+    }
+}

@@ -33,7 +33,8 @@ impl Real {
             bin: keyctl_bin,
             url: keyd.url(),
         };
-        let envoy = envoy_for(&keyctl, &ollama, &keyd, &wasm, &envoy_bin, dir.path(), edit);
+        let (yaml, port, admin) = prepare(&keyctl, &ollama, &keyd, &wasm, edit);
+        let envoy = Envoy::start_yaml(&envoy_bin, dir.path(), &yaml, port, admin);
         envoy.wait_ready();
         Some(Real {
             envoy,
@@ -46,17 +47,13 @@ impl Real {
         })
     }
 
-    /// Another Envoy on fresh ports, configured by `keyctl config envoy` (not waited for).
-    pub fn new_envoy(&self, edit: impl FnOnce(String) -> String) -> Envoy {
-        envoy_for(
-            &self.keyctl,
-            &self.ollama,
-            &self.keyd,
-            &self.wasm,
-            &self.envoy_bin,
-            self.dir.path(),
-            edit,
-        )
+    /// A bootstrap from `keyctl config envoy` for fresh ports: (yaml, listener, admin).
+    pub fn prepare_envoy(&self, edit: impl FnOnce(String) -> String) -> (String, u16, u16) {
+        prepare(&self.keyctl, &self.ollama, &self.keyd, &self.wasm, edit)
+    }
+
+    pub fn start_prepared(&self, (yaml, port, admin): &(String, u16, u16)) -> Envoy {
+        Envoy::start_yaml(&self.envoy_bin, self.dir.path(), yaml, *port, *admin)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -87,31 +84,29 @@ impl Real {
     }
 }
 
-fn envoy_for(
+fn prepare(
     keyctl: &Keyctl,
     ollama: &FakeOllama,
     keyd: &Keyd,
     wasm: &Path,
-    envoy_bin: &Path,
-    dir: &Path,
     edit: impl FnOnce(String) -> String,
-) -> Envoy {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let admin = format!("127.0.0.1:{}", free_port());
-        let wasm = wasm.display().to_string();
-        let yaml = keyctl.ok(&[
-            "config",
-            "envoy",
-            "--listen",
-            &listen,
-            "--upstream",
-            &ollama.url(),
-            "--keyd",
-            &keyd.url(),
-            "--wasm",
-            &wasm,
-            "--admin",
-            &admin,
-        ]);
-        Envoy::start_yaml(envoy_bin, dir, &edit(yaml), port_of(&listen), port_of(&admin))
+) -> (String, u16, u16) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let wasm = wasm.display().to_string();
+    let yaml = keyctl.ok(&[
+        "config",
+        "envoy",
+        "--listen",
+        &listen,
+        "--upstream",
+        &ollama.url(),
+        "--keyd",
+        &keyd.url(),
+        "--wasm",
+        &wasm,
+        "--admin",
+        &admin,
+    ]);
+    (edit(yaml), port_of(&listen), port_of(&admin))
 }
