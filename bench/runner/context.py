@@ -144,7 +144,7 @@ class Context:
                           self.build_log):
                 raise Unavailable(f"{name} does not build yet (see {self.build_log})")
             return self.root / f"target/release/{name}"
-        return self._built(name, build)
+        return self._built(f"bin-{name}", build)
 
     def keyd_bin(self) -> Path:
         return self._workspace_bin("keyd")

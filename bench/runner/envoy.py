@@ -138,8 +138,10 @@ def jwt_authn_filter(jwks: str, issuer: str, cache: bool) -> dict:
 def ext_authz_filter(keyd_port: int) -> tuple[dict, dict]:
     """Envoy's `ext_authz` (HTTP) to keyd's /v1/verify: the out-of-process pattern. Returns
     the filter and the cluster it needs. keyd reads the original request from
-    X-Original-Method / X-Original-URI (docs/api.md); Envoy appends the original path to
-    `path_prefix`, which keyd accepts under /v1/verify/."""
+    X-Original-Method / X-Original-URI (docs/api.md), added here with Envoy's formatter.
+    Envoy always appends the original path to `path_prefix`, and keyd serves exactly
+    `/v1/verify`; a prefix ending in `?` turns the appended path into a query string that
+    keyd ignores, so the call lands on `/v1/verify` unchanged."""
     f = {
         "name": "envoy.filters.http.ext_authz",
         "typed_config": {
@@ -148,7 +150,7 @@ def ext_authz_filter(keyd_port: int) -> tuple[dict, dict]:
             "http_service": {
                 "server_uri": {"uri": f"http://127.0.0.1:{keyd_port}", "cluster": "keyd",
                                "timeout": "2s"},
-                "path_prefix": "/v1/verify",
+                "path_prefix": "/v1/verify?",
                 "authorization_request": {
                     "allowed_headers": {"patterns": [{"exact": "authorization"},
                                                      {"exact": "x-api-key"}]},

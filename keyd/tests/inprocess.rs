@@ -73,10 +73,37 @@ async fn issue_then_show_in_process() {
 }
 
 #[tokio::test]
-async fn internal_errors_do_not_leak() {
+async fn internal_errors_do_not_leak_and_verify_needs_no_database() {
     let dir = tempfile::tempdir().unwrap();
     let st = state(dir.path()).await;
+    let (s, v) = call(
+        &st,
+        Request::post("/v1/keys")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::from(r#"{"name":"cached"}"#))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let key = v["key"].as_str().unwrap().to_owned();
+    // From here on the database is gone.
     st.store.close().await;
+    // /v1/verify decides from memory alone.
+    let (s, _) = call(
+        &st,
+        Request::get("/v1/verify")
+            .header("x-original-method", "GET")
+            .header("x-original-uri", "/api/tags")
+            .header("authorization", format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    // Health reports the lost database.
+    let (s, v) = call(&st, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["status"], "unavailable");
     let (s, v) = call(
         &st,
         Request::get("/v1/keys")

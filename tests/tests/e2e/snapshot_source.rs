@@ -62,5 +62,8 @@ fn large_key_set() {
         assert_eq!(get(&s.envoy.url("/api/tags"), &[("authorization", &auth)]).status, 200);
         let rss = rss_kib(s.envoy.proc.pid());
         eprintln!("{n} keys: Envoy (2 workers) ready with the snapshot after {ready:?}; RSS {rss} KiB");
+        for l in s.envoy.proc.output().lines().filter(|l| l.contains("applied snapshot")) {
+            eprintln!("  {l}");
+        }
     }
 }
