@@ -318,7 +318,9 @@ pub fn render(opts: &EnvoyOpts) -> Result<String, String> {
     y.push_str("                  method: \"%REQ(:METHOD)%\"\n");
     y.push_str("                  path: \"%REQ(:PATH)%\"\n");
     y.push_str("                  status: \"%RESPONSE_CODE%\"\n");
-    y.push_str("                  key_id: \"%REQ(X-KEYGATE-KEY-ID)%\"\n");
+    // Set by the filter as soon as the key is known, so refusals of a valid key
+    // (403, 413, 429) are attributed too; never the secret.
+    y.push_str("                  key_id: \"%FILTER_STATE(wasm.keygate_key_id:PLAIN)%\"\n");
     y.push_str("                  deny: \"%RESP(X-KEYGATE-DENY)%\"\n");
     y.push_str("                  duration_ms: \"%DURATION%\"\n");
     y.push_str("                  bytes_received: \"%BYTES_RECEIVED%\"\n");
@@ -353,7 +355,9 @@ pub fn render(opts: &EnvoyOpts) -> Result<String, String> {
     y.push_str("                name: keygate\n");
     y.push_str("                root_id: keygate\n");
     y.push_str("                fail_open: false\n");
-    y.push_str("                # Let the filter hold the headers while it reads a model-scoped body\n");
+    y.push_str(
+        "                # Let the filter hold the headers while it reads a model-scoped body\n",
+    );
     y.push_str("                # (otherwise a paused request never gets its body callbacks).\n");
     y.push_str("                allow_on_headers_stop_iteration: true\n");
     y.push_str("                vm_config:\n");

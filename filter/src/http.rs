@@ -47,6 +47,8 @@ pub enum Verdict {
 pub struct Request {
     pending: Option<Pending>,
     done: bool,
+    /// Body bytes buffered so far (model-scoped routes).
+    body_size: usize,
 }
 
 #[derive(Debug)]
@@ -290,6 +292,9 @@ impl Request {
                 return self.respond(host, w, flavor, reason);
             }
         };
+        // The key is known from here: the access log names it even if a later check
+        // refuses the request.
+        host.set_property(&[KEY_ID_PROPERTY], principal.key_id.as_bytes());
         let is_signed = matches!(cred, Credential::Signed(_));
         drop(cred);
 
@@ -313,8 +318,12 @@ impl Request {
         }
 
         // From here the request is authenticated: the credential never goes upstream.
-        host.set_request_header("authorization", None);
-        host.set_request_header("x-api-key", None);
+        if authorization.is_some() {
+            host.set_request_header("authorization", None);
+        }
+        if x_api_key.is_some() {
+            host.set_request_header("x-api-key", None);
+        }
         if is_signed {
             host.set_request_header(":path", Some(ollama_sig::strip_ts(&path)));
         }
@@ -325,7 +334,6 @@ impl Request {
         if let Some(h) = cfg.upstream_host.as_deref() {
             host.set_request_header(":authority", Some(h));
         }
-        host.set_property(&[KEY_ID_PROPERTY], principal.key_id.as_bytes());
 
         match outcome {
             RouteOutcome::Allow => {
@@ -367,10 +375,20 @@ impl Request {
             let flavor = p.flavor;
             return self.respond(host, w, flavor, DenyReason::BodyTooLarge);
         }
+        self.body_size = body_size;
         if !end_of_stream {
             return Verdict::Pause;
         }
         let body = host.request_body(body_size).unwrap_or_default();
+        self.finish_body(host, w, &body)
+    }
+
+    /// Trailers end the request body: decide on what was buffered.
+    pub fn on_trailers<H: Host + ?Sized>(&mut self, host: &H, w: &mut Worker) -> Verdict {
+        if self.done || self.pending.is_none() {
+            return Verdict::Continue;
+        }
+        let body = host.request_body(self.body_size).unwrap_or_default();
         self.finish_body(host, w, &body)
     }
 
@@ -779,6 +797,16 @@ mod tests {
         let big = vec![b' '; crate::config::DEFAULT_MAX_BODY_BYTES + 10];
         let (_, r) = run(&host, &mut w, &refs(&post("/api/chat", &auth, &[])), &big);
         assert_eq!(r.unwrap().status, 413);
+        // A body ended by trailers is checked too.
+        host.request(
+            &refs(&post("/api/chat", &auth, &[])),
+            br#"{"model":"qwen3"}"#,
+        );
+        let mut req = Request::default();
+        assert_eq!(req.on_headers(&host, &mut w, false), Verdict::Pause);
+        assert_eq!(req.on_body(&host, &mut w, 17, false), Verdict::Pause);
+        assert_eq!(req.on_trailers(&host, &mut w), Verdict::Responded);
+        assert_eq!(host.take_reply().unwrap().status, 403);
         // Admin routes are not granted by default.
         let (_, r) = run(
             &host,

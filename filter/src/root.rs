@@ -63,8 +63,8 @@ impl Worker {
     }
 
     pub fn on_tick<H: Host + ?Sized>(&mut self, host: &H) {
-        self.view.refresh(host);
         self.sync.on_tick(host, &self.cfg, &mut self.stats);
+        self.view.refresh(host);
     }
 
     pub fn on_call_response<H: Host + ?Sized>(&mut self, host: &H, token: u32, body_size: usize) {
@@ -181,5 +181,15 @@ impl HttpContext for HttpCtx {
             self.req
                 .on_body(&WasmHost, &mut w, body_size, end_of_stream),
         )
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(w) = &self.worker else {
+            return Action::Pause;
+        };
+        let Ok(mut w) = w.try_borrow_mut() else {
+            return unavailable();
+        };
+        action(self.req.on_trailers(&WasmHost, &mut w))
     }
 }

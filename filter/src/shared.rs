@@ -182,15 +182,6 @@ fn read_index<H: Host + ?Sized>(host: &H) -> Vec<String> {
     out
 }
 
-fn write_index<H: Host + ?Sized>(host: &H, ids: &HashSet<String>) -> Result<(), SetError> {
-    let mut w = Writer::with_capacity(4 + ids.len() * 14);
-    w.len32(ids.len());
-    for id in ids {
-        w.str8(id);
-    }
-    host.shared_set(INDEX, &w.buf, None)
-}
-
 /// Why an apply did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyError {
@@ -200,17 +191,39 @@ pub enum ApplyError {
     Write,
 }
 
-/// Applies a verified payload to shared data. Checks everything that can fail before the
-/// first write, then writes records, then `kg:meta`.
-pub fn apply<H: Host + ?Sized>(host: &H, payload: Payload, now_us: u64) -> Result<u64, ApplyError> {
+/// A verified payload turned into shared-data writes, applied in batches so a large
+/// snapshot never stalls the worker that applies it: records first, then the index, then
+/// `kg:meta` (which makes the new version current).
+#[derive(Debug)]
+pub struct Plan {
+    writes: std::vec::IntoIter<(String, Vec<u8>)>,
+    index: Option<Vec<u8>>,
+    meta: Vec<u8>,
+    pub version: u64,
+    /// Number of record, removal and token writes.
+    pub len: usize,
+}
+
+fn encode_index(ids: &HashSet<String>) -> Vec<u8> {
+    let mut w = Writer::with_capacity(4 + ids.len() * 14);
+    w.len32(ids.len());
+    for id in ids {
+        w.str8(id);
+    }
+    w.buf
+}
+
+/// Checks `payload` against the held state and lists the writes that apply it. Nothing is
+/// written here: a payload that does not fit is refused whole.
+pub fn plan<H: Host + ?Sized>(host: &H, payload: Payload, now_us: u64) -> Result<Plan, ApplyError> {
     let held = Meta::read(host);
     let held_version = held.as_ref().map_or(0, |m| m.version);
-    let w = |r: Result<(), SetError>| r.map_err(|_| ApplyError::Write);
     let signing_ok = |keys: &[SigningPub]| {
         keys.iter()
             .all(|k| VerifyingKey::from_bytes(&k.key).is_ok())
     };
-    match payload {
+    let mut writes = Vec::new();
+    let (index, meta) = match payload {
         Payload::Full(s) => {
             if held.is_some() && s.version <= held_version {
                 return Err(ApplyError::Rejected(SnapshotReject::NotNewer));
@@ -219,37 +232,37 @@ pub fn apply<H: Host + ?Sized>(host: &H, payload: Payload, now_us: u64) -> Resul
                 return Err(ApplyError::Rejected(SnapshotReject::Malformed));
             }
             let new_ids: HashSet<String> = s.keys.iter().map(|k| k.id.clone()).collect();
+            writes.reserve(s.keys.len() + s.revoked_tokens.len());
             for k in &s.keys {
-                w(host.shared_set(&key_entry(&k.id), &k.to_bytes(), None))?;
+                writes.push((key_entry(&k.id), k.to_bytes()));
             }
             for old in read_index(host) {
                 if !new_ids.contains(&old) {
-                    w(host.shared_set(&key_entry(&old), &[], None))?;
+                    writes.push((key_entry(&old), Vec::new()));
                 }
             }
             for t in &s.revoked_tokens {
-                w(host.shared_set(&jti_entry(&t.jti), &t.exp.to_be_bytes(), None))?;
+                writes.push((jti_entry(&t.jti), t.exp.to_be_bytes().to_vec()));
             }
-            w(write_index(host, &new_ids))?;
             let meta = Meta {
                 version: s.version,
                 issued_at: s.issued_at,
                 last_ok_us: now_us,
                 signing: s.signing_keys,
             };
-            w(host.shared_set(META, &meta.encode(), None))?;
-            Ok(s.version)
+            (Some(encode_index(&new_ids)), meta)
         }
         Payload::Delta(d) => {
             if held.is_none() || d.base != held_version {
                 return Err(ApplyError::Rejected(SnapshotReject::BaseMismatch));
             }
-            if d.version == held_version && d.upserts.is_empty() && d.removed.is_empty() {
-                // Nothing changed: keyd answered, so the held snapshot is current.
-                touch(host, now_us).map_err(|_| ApplyError::Write)?;
-                return Ok(held_version);
-            }
-            if d.version <= held_version {
+            if d.version < held_version
+                || (d.version == held_version
+                    && !(d.upserts.is_empty()
+                        && d.removed.is_empty()
+                        && d.revoked_added.is_empty()
+                        && d.revoked_removed.is_empty()))
+            {
                 return Err(ApplyError::Rejected(SnapshotReject::NotNewer));
             }
             if !signing_ok(&d.signing_keys) {
@@ -262,32 +275,62 @@ pub fn apply<H: Host + ?Sized>(host: &H, payload: Payload, now_us: u64) -> Resul
                     ids.get_or_insert_with(|| read_index(host).into_iter().collect())
                         .insert(k.id.clone());
                 }
-                w(host.shared_set(&entry, &k.to_bytes(), None))?;
+                writes.push((entry, k.to_bytes()));
             }
             for id in &d.removed {
                 ids.get_or_insert_with(|| read_index(host).into_iter().collect())
                     .remove(id);
-                w(host.shared_set(&key_entry(id), &[], None))?;
+                writes.push((key_entry(id), Vec::new()));
             }
             for t in &d.revoked_added {
-                w(host.shared_set(&jti_entry(&t.jti), &t.exp.to_be_bytes(), None))?;
+                writes.push((jti_entry(&t.jti), t.exp.to_be_bytes().to_vec()));
             }
             for j in &d.revoked_removed {
-                w(host.shared_set(&jti_entry(j), &[], None))?;
+                writes.push((jti_entry(j), Vec::new()));
             }
-            if let Some(ids) = ids {
-                w(write_index(host, &ids))?;
-            }
+            // An empty delta at the held version means "nothing changed": only the
+            // contact time moves.
             let meta = Meta {
                 version: d.version,
                 issued_at: d.issued_at,
                 last_ok_us: now_us,
                 signing: d.signing_keys,
             };
-            w(host.shared_set(META, &meta.encode(), None))?;
-            Ok(d.version)
+            (ids.map(|ids| encode_index(&ids)), meta)
         }
+    };
+    Ok(Plan {
+        len: writes.len(),
+        writes: writes.into_iter(),
+        index,
+        meta: meta.encode(),
+        version: meta.version,
+    })
+}
+
+impl Plan {
+    /// Writes up to `batch` entries; true once everything, `kg:meta` included, is written.
+    pub fn step<H: Host + ?Sized>(&mut self, host: &H, batch: usize) -> Result<bool, ApplyError> {
+        let w = |r: Result<(), SetError>| r.map_err(|_| ApplyError::Write);
+        for (key, value) in self.writes.by_ref().take(batch) {
+            w(host.shared_set(&key, &value, None))?;
+        }
+        if self.writes.len() > 0 {
+            return Ok(false);
+        }
+        if let Some(index) = self.index.take() {
+            w(host.shared_set(INDEX, &index, None))?;
+        }
+        w(host.shared_set(META, &self.meta, None))?;
+        Ok(true)
     }
+}
+
+/// Applies a verified payload at once (tests and small deltas).
+pub fn apply<H: Host + ?Sized>(host: &H, payload: Payload, now_us: u64) -> Result<u64, ApplyError> {
+    let mut p = plan(host, payload, now_us)?;
+    while !p.step(host, usize::MAX)? {}
+    Ok(p.version)
 }
 
 /// Records that keyd answered (a 304 after a long-poll): the held snapshot is current.

@@ -20,7 +20,7 @@
 
 use crate::config::Config;
 use crate::host::{Host, Level};
-use crate::shared::{self, ApplyError, Meta, LEASE, WORKERS};
+use crate::shared::{self, ApplyError, Meta, Plan, LEASE, WORKERS};
 use crate::stats::{self, Stats};
 use keygate_core::codec::{Cursor, Writer};
 use keygate_core::snapshot;
@@ -34,12 +34,24 @@ pub const LEASE_US: u64 = 2_000_000;
 pub const BACKOFF_BASE_US: u64 = 250_000;
 /// Extra time given to keyd beyond the long-poll wait before a fetch counts as failed.
 pub const FETCH_GRACE_MS: u64 = 10_000;
+/// Shared-data writes per step when applying a snapshot: a step takes a few ms, so the
+/// worker applying a large snapshot keeps serving requests between steps.
+pub const APPLY_BATCH: usize = 2_000;
+/// Tick period while a snapshot is being applied (steps run on ticks).
+pub const APPLY_TICK_MS: u64 = 5;
 
 /// Where this worker's fetch loop is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncState {
-    Idle { next_at_us: u64 },
-    Fetching { token: u32, deadline_us: u64 },
+    Idle {
+        next_at_us: u64,
+    },
+    Fetching {
+        token: u32,
+        deadline_us: u64,
+    },
+    /// Writing a verified snapshot to shared data, one batch per tick.
+    Applying,
 }
 
 /// One worker's share of the sync loop.
@@ -49,6 +61,10 @@ pub struct Sync {
     pub state: SyncState,
     failures: u32,
     want_full: bool,
+    plan: Option<Plan>,
+    /// When the snapshot being applied arrived, and a description for the log.
+    applying_since_us: u64,
+    applying_what: String,
 }
 
 /// Takes the next worker number from `kg:workers` (so leases name their holder).
@@ -90,6 +106,9 @@ impl Sync {
             state: SyncState::Idle { next_at_us: 0 },
             failures: 0,
             want_full: false,
+            plan: None,
+            applying_since_us: 0,
+            applying_what: String::new(),
         }
     }
 
@@ -128,6 +147,9 @@ impl Sync {
         }
         if !self.lead(host, now) {
             return;
+        }
+        if self.state == SyncState::Applying {
+            self.continue_apply(host, cfg, stats, now);
         }
         if let SyncState::Idle { next_at_us } = self.state {
             if now >= next_at_us {
@@ -197,22 +219,22 @@ impl Sync {
                         Ok(p) => p,
                         Err(r) => return self.rejected(host, cfg, stats, now, r),
                     };
-                let decoded_ms = host.now_us().saturating_sub(now) / 1000;
                 let kind = match &payload {
                     snapshot::Payload::Full(s) => format!("full, {} keys", s.keys.len()),
                     snapshot::Payload::Delta(d) => {
                         format!("delta, {} changed keys", d.upserts.len() + d.removed.len())
                     }
                 };
-                match shared::apply(host, payload, now) {
-                    Ok(version) => {
-                        stats.inc(host, stats::SNAPSHOT_APPLIED);
-                        let took = host.now_us().saturating_sub(now) / 1000;
-                        host.log(
-                            Level::Info,
-                            &format!("applied snapshot {version} ({kind}) in {took} ms (verify and decode {decoded_ms} ms)"),
-                        );
-                        self.succeeded(now);
+                match shared::plan(host, payload, now) {
+                    Ok(plan) => {
+                        self.applying_what = format!("{} ({kind})", plan.version);
+                        self.applying_since_us = now;
+                        self.plan = Some(plan);
+                        self.state = SyncState::Applying;
+                        self.continue_apply(host, cfg, stats, now);
+                        if self.state == SyncState::Applying {
+                            host.set_tick_period_ms(APPLY_TICK_MS);
+                        }
                     }
                     Err(ApplyError::Rejected(r)) => self.rejected(host, cfg, stats, now, r),
                     Err(ApplyError::Write) => {
@@ -243,6 +265,40 @@ impl Sync {
         if let SyncState::Idle { next_at_us } = self.state {
             if next_at_us <= now && self.lead(host, now) {
                 self.fetch(host, cfg, stats, now);
+            }
+        }
+    }
+
+    /// Writes the next batch of the snapshot being applied; on the last one the new
+    /// version becomes current and the loop long-polls again.
+    fn continue_apply<H: Host + ?Sized>(
+        &mut self,
+        host: &H,
+        cfg: &Config,
+        stats: &mut Stats,
+        now: u64,
+    ) {
+        let Some(plan) = self.plan.as_mut() else {
+            self.state = SyncState::Idle { next_at_us: now };
+            return;
+        };
+        match plan.step(host, APPLY_BATCH) {
+            Ok(false) => {}
+            Ok(true) => {
+                self.plan = None;
+                host.set_tick_period_ms(TICK_MS);
+                stats.inc(host, stats::SNAPSHOT_APPLIED);
+                let took = host.now_us().saturating_sub(self.applying_since_us) / 1000;
+                host.log(
+                    Level::Info,
+                    &format!("applied snapshot {} in {took} ms", self.applying_what),
+                );
+                self.succeeded(now);
+            }
+            Err(_) => {
+                self.plan = None;
+                host.set_tick_period_ms(TICK_MS);
+                self.failed(host, cfg, stats, now, "shared data refused a write");
             }
         }
     }
@@ -485,5 +541,47 @@ mod tests {
         // An older full snapshot (a rollback) is refused too.
         respond(&host, &mut w, 200, &signer.sign_full(&snapshot(1, vec![])));
         assert_eq!(host.metric(crate::stats::SNAPSHOT_REJECTED), 3);
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    use crate::mock::*;
+    use crate::root::Worker;
+
+    #[test]
+    fn large_snapshots_are_applied_in_batches_and_become_current_last() {
+        let host = MockHost::default();
+        host.set_now(NOW);
+        let mut w = Worker::configure(&host, Some(config_json("").as_bytes())).unwrap();
+        let (_, first) = api_key(1);
+        let keys: Vec<_> = (0..(APPLY_BATCH * 2 + 10))
+            .map(|i| {
+                let mut r = first.clone();
+                r.id = format!("k{i:011}");
+                r
+            })
+            .collect();
+        w.on_tick(&host);
+        host.answer(200, &snapshot_signer().sign_full(&snapshot(1, keys)));
+        let token = host.next_token.get();
+        w.on_call_response(&host, token, host.call_body.borrow().len());
+        assert_eq!(w.sync.state, SyncState::Applying);
+        assert!(w.view.meta.is_none(), "not current before the last batch");
+        let mut ticks = 0;
+        while w.sync.state == SyncState::Applying {
+            host.advance_ms(APPLY_TICK_MS);
+            w.on_tick(&host);
+            ticks += 1;
+            assert!(ticks < 10);
+        }
+        assert_eq!(ticks, 2, "three batches: one on arrival, two on ticks");
+        assert_eq!(w.view.meta.as_ref().map(|m| m.version), Some(1));
+        assert!(host
+            .calls
+            .borrow()
+            .last()
+            .is_some_and(|(_, h, _)| h.iter().any(|(k, v)| k == ":path" && v.contains("since=1"))));
     }
 }

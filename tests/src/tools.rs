@@ -47,14 +47,34 @@ pub fn envoy() -> Option<PathBuf> {
 }
 
 pub fn wasm() -> Option<PathBuf> {
-    require(
+    let found = require(
         "keygate_filter.wasm",
         from_env("KEYGATE_WASM").or_else(|| {
             Some(repo_root().join("target/wasm32-wasip1/release/keygate_filter.wasm"))
                 .filter(|p| p.exists())
         }),
         "build it: cargo build -p keygate-filter --release --target wasm32-wasip1",
-    )
+    )?;
+    // Testing an old build against new sources proves nothing: refuse it.
+    let built = modified(&found);
+    if let Some(newer) = ["filter/src", "core/src"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(repo_root().join(d)).into_iter().flatten())
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| modified(p) > built)
+    {
+        panic!(
+            "{} is older than {}: rebuild it with\n  cargo build -p keygate-filter --release --target wasm32-wasip1",
+            found.display(),
+            newer.display()
+        );
+    }
+    Some(found)
+}
+
+fn modified(p: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
 fn built(name: &str, var: &str) -> Option<PathBuf> {

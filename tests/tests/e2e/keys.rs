@@ -209,7 +209,7 @@ fn routes_and_models_are_enforced() {
         let r = send(method, &s.url(path), &h, Some(body.to_string().as_bytes()));
         assert_eq!(r.status, 403, "{method} {path}: {}", r.body);
     }
-    let (_, limited) = s
+    let (limited_id, limited) = s
         .keyd
         .issue(json!({ "name": "llama-only", "models": ["llama3.2"] }));
     s.synced();
@@ -248,6 +248,15 @@ fn routes_and_models_are_enforced() {
     );
     let r = send("POST", &s.url("/api/generate"), &h, Some(big.as_bytes()));
     assert_eq!(r.status, 413, "{}", r.body);
+    // Refusals of an authenticated key name it in the access log.
+    let logged = keygate_e2e::proc::wait_for(std::time::Duration::from_secs(5), || {
+        s.envoy
+            .access_log()
+            .iter()
+            .any(|l| l["key_id"] == limited_id.as_str() && l["deny"] == "model_not_allowed")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "access log: {:?}", s.envoy.access_log());
     let seen: Vec<String> = s.ollama.requests().iter().map(|r| r.body.clone()).collect();
     assert_eq!(
         seen.len(),

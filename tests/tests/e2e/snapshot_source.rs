@@ -47,9 +47,8 @@ fn large_key_set() {
         keys.push(first);
         for i in 1..n {
             let mut r = keys[0].clone();
-            r.id = format!("{:0>12}", i).replace('0', "a").replace('1', "b").replace('2', "c")
-                .replace('3', "d").replace('4', "e").replace('5', "f").replace('6', "g")
-                .replace('7', "h").replace('8', "i").replace('9', "j");
+            // A 12-character base32 id per index (ids are looked up, never parsed here).
+            r.id = keygate_core::codec::base32_encode(&(i as u64).to_le_bytes())[..12].to_owned();
             r.name = format!("key {i}");
             keys.push(r);
         }
@@ -59,10 +58,21 @@ fn large_key_set() {
         };
         let ready = start.elapsed();
         let auth = bearer(key.expose_secret());
-        assert_eq!(get(&s.envoy.url("/api/tags"), &[("authorization", &auth)]).status, 200);
+        assert_eq!(
+            get(&s.envoy.url("/api/tags"), &[("authorization", &auth)]).status,
+            200
+        );
         let rss = rss_kib(s.envoy.proc.pid());
-        eprintln!("{n} keys: Envoy (2 workers) ready with the snapshot after {ready:?}; RSS {rss} KiB");
-        for l in s.envoy.proc.output().lines().filter(|l| l.contains("applied snapshot")) {
+        eprintln!(
+            "{n} keys: Envoy (2 workers) ready with the snapshot after {ready:?}; RSS {rss} KiB"
+        );
+        for l in s
+            .envoy
+            .proc
+            .output()
+            .lines()
+            .filter(|l| l.contains("applied snapshot"))
+        {
             eprintln!("  {l}");
         }
     }
