@@ -196,7 +196,8 @@ say "starting Envoy on $LISTEN with the keygate filter"
 KEYGATE_FILTER_CREDENTIAL="$(cat "$CRED_FILE")" "$KEYCTL" config envoy \
   --listen "$LISTEN" --upstream "$UPSTREAM" --keyd "$KEYD_URL" --wasm "$WASM" \
   "${ADMIN_ARGS[@]}" "${SNAPSHOT_KEYS[@]}" >"$STATE/envoy.yaml"
-"$ENVOY" -c "$STATE/envoy.yaml" --concurrency 2 --log-level warn >"$STATE/envoy.log" 2>&1 &
+"$ENVOY" -c "$STATE/envoy.yaml" --concurrency 2 --log-level warn --use-dynamic-base-id \
+  --file-flush-interval-msec 1000 >"$STATE/envoy.log" 2>&1 &
 pids+=($!)
 ENVOY_PID=${pids[-1]}
 

@@ -4,6 +4,7 @@ worker count, revocation propagation, keyd /v1/verify throughput, keyd issue thr
 from __future__ import annotations
 
 import http.client as httpclient
+import math
 import os
 import statistics
 import subprocess
@@ -13,6 +14,7 @@ from . import envoy as E
 from .context import LOAD_CORE, PROXY_CORE, Context, Unavailable
 from .keyd import Keyd
 from .procs import BenchError, http, wait_until
+from .report import rng as report_rng
 from .targets import PATH, WRONG_KEY, _envoy, bearer, start_keygate
 
 MIB = 2 ** 20
@@ -21,7 +23,7 @@ MIB = 2 ** 20
 def pct(xs: list[float], p: float) -> float:
     """Nearest-rank percentile."""
     s = sorted(xs)
-    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    k = max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))
     return s[k]
 
 
@@ -81,6 +83,52 @@ def render_sync(r: dict) -> list[str]:
         out.append("Key-set memory (RSS with " + r["keyset_of"] + " keys − RSS with 1k keys): " +
                    ", ".join(f"--concurrency {c}: {v:.0f} MiB" for c, v in r["keyset_mib"].items())
                    + ".")
+    return out
+
+
+# --- latency at one connection -----------------------------------------------------------------
+
+LATENCY_ORDER = ["envoy", "wasm-empty", "api-key-auth", "jwt", "jwt-cache", "ext-authz",
+                 "keygate-key-1k", "keygate-key-100k", "keygate-key-1m", "keygate-token-first",
+                 "keygate-token-repeat"]
+
+
+def latency(ctx: Context, a, log, running: dict) -> dict:
+    """One connection, no queueing: what a single client waits for, per Envoy configuration;
+    rounds interleave every configuration so drift falls on all of them."""
+    from .measure import measure
+    names = [n for n in LATENCY_ORDER if n in running]
+    if "envoy" not in names:
+        raise Unavailable("needs the `envoy` configuration running")
+    got: dict[str, list] = {n: [] for n in names}
+    for rnd in range(1, ctx.opts.rounds + 1):
+        order = names if rnd % 2 else list(reversed(names))
+        for n in order:
+            got[n].append(measure(ctx, n, running[n], min(ctx.opts.duration, 5), rnd,
+                                  connections=1))
+    for n in names:
+        log(f"  {n:<22} p50 {statistics.median(s.p50_us for s in got[n]):.0f} µs")
+    return {"samples": got}
+
+
+def render_latency(r: dict) -> list[str]:
+    got = r["samples"]
+    base = statistics.median(s.p50_us for s in got["envoy"])
+    empty = (statistics.median(s.p50_us for s in got["wasm-empty"])
+             if "wasm-empty" in got else None)
+    out = ["## Latency at one connection", "",
+           "wrk with a single connection (no queueing), each configuration alone on core 0, "
+           "rounds interleaved; median (min–max) of p50/p99 over rounds, and the p50 added "
+           "over Envoy without a filter and over the empty wasm filter (issue 5 target: the "
+           "keygate filter adds under 50 µs p50 over the empty filter).", "",
+           "| configuration | p50 µs | p99 µs | req/s | p50 added vs no filter µs | p50 added vs empty wasm µs |",
+           "|---|---|---|---|---|---|"]
+    for n, ss in got.items():
+        p50 = [s.p50_us for s in ss]
+        m = statistics.median(p50)
+        out.append(f"| {n} | {report_rng(p50, '.0f')} | {report_rng([s.p99_us for s in ss], '.0f')} | "
+                   f"{report_rng([s.rps for s in ss], ',.0f')} | {m - base:+.0f} | "
+                   f"{'–' if empty is None or n in ('envoy', 'wasm-empty') else format(m - empty, '+.0f')} |")
     return out
 
 
@@ -277,7 +325,7 @@ def render_issue(r: dict) -> list[str]:
 
 
 RUN = {"sync": sync, "revocation": revocation, "verify": verify, "issue": issue}
-RENDER = {"sync": render_sync, "revocation": render_revocation, "verify": render_verify,
+RENDER = {"latency": render_latency, "sync": render_sync, "revocation": render_revocation, "verify": render_verify,
           "issue": render_issue}
 
 

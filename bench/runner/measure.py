@@ -32,12 +32,13 @@ class Sample:
         return self.cpu_us + self.side_us
 
 
-def measure(ctx: Context, name: str, run: Running, seconds: float, rnd: int) -> Sample:
-    return measure_together(ctx, {name: run}, seconds, rnd)[name]
+def measure(ctx: Context, name: str, run: Running, seconds: float, rnd: int,
+            connections: int | None = None) -> Sample:
+    return measure_together(ctx, {name: run}, seconds, rnd, connections)[name]
 
 
 def measure_together(ctx: Context, runs: dict[str, Running], seconds: float,
-                     rnd: int) -> dict[str, Sample]:
+                     rnd: int, connections: int | None = None) -> dict[str, Sample]:
     """Loads every configuration in `runs` at the same time, each with its own wrk; with one
     entry this is a plain run. Side services shared by several (keyd) are charged to each
     in proportion to its requests."""
@@ -54,7 +55,7 @@ def measure_together(ctx: Context, runs: dict[str, Running], seconds: float,
         r = runs[n]
         script, args = scripts[n]
         return ctx.wrk.run(r.url + "/api/tags", seconds, headers=r.headers, script=script,
-                           script_args=args)
+                           script_args=args, connections=connections)
 
     with ThreadPoolExecutor(max_workers=len(runs)) as pool:
         results = dict(zip(runs, pool.map(one, runs)))
@@ -87,14 +88,13 @@ class Pair:
 
 
 def schedule(ctx: Context, running: dict[str, Running],
-             candidates: list[tuple[str, str | None]], log=print,
-             concurrent: bool = False) -> tuple[list[Pair], list[Sample]]:
+             candidates: list[tuple[str, str | None]], pairs: list[Pair], samples: list[Sample],
+             log=print, concurrent: bool = False) -> None:
     """Runs `rounds` rounds; in each, every (candidate, baseline) pair back to back (a
     baseline selected alone is measured alone). With `concurrent`, the two of a pair are
     loaded at the same time on the same core instead, so both see exactly the same machine
-    (the tighter comparison; req/s are then each about half)."""
-    pairs: list[Pair] = []
-    samples: list[Sample] = []
+    (the tighter comparison; req/s are then each about half). Appends to `pairs` and
+    `samples` as it goes, so a failure mid-way keeps what was measured."""
     opts = ctx.opts
     total = opts.rounds * len(candidates)
     done = 0
@@ -119,4 +119,3 @@ def schedule(ctx: Context, running: dict[str, Running],
             log(f"  round {rnd}/{opts.rounds} {cand:<22} {c.rps:9.0f} req/s {c.total_us:7.1f} µs/req"
                 f"{vs}{'  BAD RESPONSES' if c.bad or (b and b.bad) else ''}  (~{eta:.0f}s left)")
             sys.stdout.flush()
-    return pairs, samples

@@ -184,6 +184,10 @@ fn cluster_yaml(name: &str, urls: &[Url], health: bool) -> String {
         s.push_str("    health_checks:\n");
         s.push_str("    - timeout: 1s\n");
         s.push_str("      interval: 2s\n");
+        // Envoy checks a host that has carried no traffic yet only every
+        // `no_traffic_interval` (60 s by default), which is every keyd when Envoy starts:
+        // without this a keyd dying in Envoy's first minutes stayed in the cluster that long.
+        s.push_str("      no_traffic_interval: 2s\n");
         s.push_str("      unhealthy_threshold: 2\n");
         s.push_str("      healthy_threshold: 1\n");
         s.push_str("      http_health_check: { path: /healthz }\n");

@@ -16,6 +16,8 @@ pub struct Keyd {
     pub proc: Option<Proc>,
     bin: PathBuf,
     dir: PathBuf,
+    /// `--database`: an SQLite file in `dir` unless started with [`Keyd::start_on`].
+    database: String,
 }
 
 impl Keyd {
@@ -26,6 +28,21 @@ impl Keyd {
             proc: None,
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),
+            database: format!("sqlite://{}/keyd.db", dir.display()),
+        };
+        k.restart();
+        k
+    }
+
+    /// Starts keyd on a fresh port with the given database URL (e.g. a PostgreSQL database
+    /// several instances share); its log and state files go in `dir`.
+    pub fn start_on(bin: &Path, dir: &Path, database: &str) -> Keyd {
+        let mut k = Keyd {
+            port: free_port(),
+            proc: None,
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            database: database.to_owned(),
         };
         k.restart();
         k
@@ -39,7 +56,7 @@ impl Keyd {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--database")
-            .arg(format!("sqlite://{}/keyd.db", self.dir.display()))
+            .arg(&self.database)
             .arg("--state-dir")
             .arg(&self.dir)
             .env("KEYD_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -130,6 +147,25 @@ impl Keyd {
             v["credential"].as_str().expect("credential").to_owned(),
             keys,
         )
+    }
+}
+
+impl Keyd {
+    /// The snapshot version keyd reports on `/healthz`.
+    pub fn version(&self) -> u64 {
+        http::get(&format!("{}/healthz", self.url()), &[]).json()["version"]
+            .as_u64()
+            .expect("keyd /healthz version")
+    }
+
+    /// Snapshot long-polls keyd is holding right now (`keyd_longpoll_waiters`).
+    pub fn longpoll_waiters(&self) -> u64 {
+        http::get(&format!("{}/metrics", self.url()), &[])
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("keyd_longpoll_waiters "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod fake_keyd;
 pub mod fake_ollama;
 pub mod http;
 pub mod keyd;
+pub mod pg;
 pub mod proc;
 pub mod signer;
 pub mod tools;

@@ -126,3 +126,12 @@ pub fn python() -> Option<PathBuf> {
 pub fn python3() -> PathBuf {
     on_path("python3").unwrap_or_else(|| PathBuf::from("python3"))
 }
+
+/// The `openssl` command line tool (TLS handshakes with a chosen protocol version).
+pub fn openssl() -> Option<PathBuf> {
+    require(
+        "openssl",
+        from_env("OPENSSL_BIN").or_else(|| on_path("openssl")),
+        "install it (apt-get install openssl) or set OPENSSL_BIN",
+    )
+}

@@ -153,3 +153,99 @@ pub fn tokens(a: &Args) -> Result<()> {
     println!("{count} tokens for key {sub} in {}", path.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keygate_core::snapshot::{decode, parse_public_key, MemStore, DEFAULT_MAX_LEN};
+    use keygate_core::verify::{authenticate, Credential, EngineConfig, Via};
+
+    fn args(pairs: &[(&str, String)]) -> Args {
+        let argv: Vec<String> = pairs
+            .iter()
+            .flat_map(|(k, v)| [format!("--{k}"), v.clone()])
+            .collect();
+        Args::parse(&argv).unwrap()
+    }
+
+    fn read_json(path: &Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// What the runner relies on: the snapshot verifies against the printed public key, the
+    /// first key and every token authenticate through keygate-core's engine, the JWKS holds
+    /// the token signer, and a second run with the same seed makes the same first key.
+    #[test]
+    fn generated_material_passes_keygate_core() {
+        let dir = std::env::temp_dir().join(format!("kgbench-test-{}", std::process::id()));
+        let dir_s = dir.display().to_string();
+        keys(&args(&[
+            ("dir", dir_s.clone()),
+            ("count", "50".into()),
+            ("export", "10".into()),
+            ("seed", "3".into()),
+        ]))
+        .unwrap();
+        tokens(&args(&[
+            ("dir", dir_s.clone()),
+            ("count", "5".into()),
+            ("seed", "3".into()),
+        ]))
+        .unwrap();
+        let info = read_json(&dir.join("info.json"));
+        let pinned = parse_public_key(info["snapshot_public_key"].as_str().unwrap()).unwrap();
+        let bytes = std::fs::read(dir.join("snapshot.bin")).unwrap();
+        let mut store = MemStore::new();
+        store
+            .apply(decode(&bytes, &[pinned], DEFAULT_MAX_LEN).unwrap())
+            .unwrap();
+        assert_eq!(store.len(), 50);
+        let now = now();
+        let cfg = EngineConfig::default();
+        let first = info["first_key"].as_str().unwrap();
+        let p = authenticate(
+            &Credential::Secret(first.into()),
+            "GET",
+            "/api/tags",
+            &store,
+            now,
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(p.key_id, info["first_key_id"].as_str().unwrap());
+        assert_eq!(p.via, Via::ApiKey);
+        let exported = std::fs::read_to_string(dir.join("apikeys.txt")).unwrap();
+        assert_eq!(exported.lines().count(), 10);
+        assert!(exported.lines().next().unwrap().ends_with(first));
+        let toks = std::fs::read_to_string(dir.join("tokens.txt")).unwrap();
+        let toks: Vec<&str> = toks.lines().collect();
+        assert_eq!(toks.len(), 5);
+        assert_eq!(
+            toks.iter().collect::<std::collections::HashSet<_>>().len(),
+            5
+        );
+        for t in &toks {
+            let p = authenticate(
+                &Credential::Secret((*t).into()),
+                "GET",
+                "/api/tags",
+                &store,
+                now,
+                &cfg,
+            )
+            .unwrap();
+            assert_eq!(p.via, Via::Token);
+        }
+        let jwks = read_json(&dir.join("jwks.json"));
+        assert_eq!(jwks["keys"][0]["kid"], info["token_kid"]);
+        let again = dir.join("again");
+        keys(&args(&[
+            ("dir", again.display().to_string()),
+            ("count", "1".into()),
+            ("seed", "3".into()),
+        ]))
+        .unwrap();
+        assert_eq!(read_json(&again.join("info.json"))["first_key"], first);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -2,6 +2,7 @@
 //! and keyctl, the fake Ollama, and the real Python clients.
 
 mod clients;
+mod cluster;
 mod envoy_config;
 mod fixtures;
 mod keys;
@@ -9,3 +10,4 @@ mod lifecycle;
 mod ollama_signed;
 mod snapshot_source;
 mod stack;
+mod tls;
