@@ -17,7 +17,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keygate_core::deny;
-use keygate_core::ollama_sig::strip_ts;
 use keygate_core::ratelimit;
 use keygate_core::routes::{classify, ApiFlavor};
 use keygate_core::verify::{self, DenyReason, Principal, RouteOutcome, Via};
@@ -62,8 +61,9 @@ fn authorize(
     uri: &str,
     encoding: Option<&str>,
     body: &[u8],
+    mount_prefix: &str,
 ) -> Result<(), DenyReason> {
-    let route = classify(method, strip_ts(uri));
+    let route = classify(method, verify::route_path(uri, mount_prefix));
     match verify::authorize_route(p, &route, encoding)? {
         RouteOutcome::Allow => Ok(()),
         RouteOutcome::NeedBody if !body.is_empty() => verify::authorize_body(p, body),
@@ -94,7 +94,7 @@ pub async fn verify(
         )
             .into_response();
     };
-    let flavor = classify(method, strip_ts(uri)).flavor;
+    let flavor = classify(method, verify::route_path(uri, &st.engine.sig.mount_prefix)).flavor;
     let addr = client_addr(&ext, &headers);
     if let Some(retry_after_secs) = st.client_failures.blocked(&addr) {
         let reason = DenyReason::TooManyFailures { retry_after_secs };
@@ -108,7 +108,17 @@ pub async fn verify(
     let encoding = header(&headers, &["content-encoding"]);
     let decision = match st.live.read() {
         Ok(live) => verify::authenticate(&cred, method, uri, &live.mem, now(), &st.engine)
-            .and_then(|p| authorize(&p, method, uri, encoding, &body).map(|()| p)),
+            .and_then(|p| {
+                authorize(
+                    &p,
+                    method,
+                    uri,
+                    encoding,
+                    &body,
+                    &st.engine.sig.mount_prefix,
+                )
+                .map(|()| p)
+            }),
         Err(_) => Err(DenyReason::NoSnapshot),
     };
     let principal = match decision {
