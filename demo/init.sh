@@ -26,7 +26,12 @@ set -eu
 # Where Envoy is published on the host (only used in the message that shows the key).
 : "${GATEWAY_URL:=http://127.0.0.1:8080}"
 
+# TLS (optional): certificate, key and client CA as Envoy sees them (docs/docker-compose.md).
 envoy_config() {
+  if [ -n "${ENVOY_CLIENT_CA:-}" ]; then set -- --client-ca "$ENVOY_CLIENT_CA" "$@"; fi
+  if [ -n "${ENVOY_TLS_CERT:-}" ]; then
+    set -- --tls-cert "$ENVOY_TLS_CERT" --tls-key "${ENVOY_TLS_KEY:?ENVOY_TLS_KEY goes with ENVOY_TLS_CERT}" "$@"
+  fi
   keyctl config envoy --listen "$ENVOY_LISTEN" --upstream "$OLLAMA_URL" --keyd "$KEYD_URL" \
     --wasm "$ENVOY_WASM" "$@"
 }

@@ -471,6 +471,16 @@ def placeholders():
     return "kgf_compose_check_placeholder", key
 
 
+def tls_args(ienv):
+    """The TLS options init.sh adds when the compose file sets them (off in the demo)."""
+    args = []
+    if ienv.get("ENVOY_TLS_CERT"):
+        args += ["--tls-cert", ienv["ENVOY_TLS_CERT"], "--tls-key", ienv.get("ENVOY_TLS_KEY", "")]
+    if ienv.get("ENVOY_CLIENT_CA"):
+        args += ["--client-ca", ienv["ENVOY_CLIENT_CA"]]
+    return args
+
+
 def config_checks(c, ienv, envoy_path, tmp):
     """init.sh's Envoy config == keyctl's, and Envoy validates it."""
     cred, key = placeholders()
@@ -484,7 +494,7 @@ def config_checks(c, ienv, envoy_path, tmp):
     direct = subprocess.run(
         [KEYCTL, "config", "envoy", "--listen", ienv["ENVOY_LISTEN"],
          "--upstream", ienv["OLLAMA_URL"], "--keyd", ienv["KEYD_URL"],
-         "--wasm", ienv["ENVOY_WASM"]] + extra,
+         "--wasm", ienv["ENVOY_WASM"]] + tls_args(ienv) + extra,
         capture_output=True, text=True, timeout=30)
     c.check("the init service's Envoy config is exactly `keyctl config envoy`'s",
             direct.returncode == 0 and via_init.stdout == direct.stdout,
