@@ -26,7 +26,6 @@ Needs PyYAML (scripts/setup.sh installs it into .venv; this re-runs itself with
 filter and Envoy (ENVOY_BIN, else .venv/bin/envoy, else PATH).
 """
 
-import base64
 import json
 import os
 import re
@@ -466,9 +465,13 @@ def wiring_checks(c, services, stages):
     return ienv, keyd_port
 
 
+# A valid Ed25519 public key (RFC 8032, test 1) to pin in place of keyd's: the filter checks
+# that a pinned key is a curve point, so random bytes would not do.
+PLACEHOLDER_SNAPSHOT_KEY = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+
+
 def placeholders():
-    key = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
-    return "kgf_compose_check_placeholder", key
+    return "kgf_compose_check_placeholder", PLACEHOLDER_SNAPSHOT_KEY
 
 
 def tls_args(ienv):
@@ -596,7 +599,7 @@ def init_run_checks(c, ienv, envoy_path, tmp):
             c.check("init run: Envoy runs the written config", False, "no envoy or no key")
             return
         envoy = subprocess.Popen([envoy_path, "-c", cfg, "--log-level", "warn",
-                                  "--concurrency", "1"],
+                                  "--concurrency", "1", "--use-dynamic-base-id"],
                                  stdout=open(os.path.join(tmp, "envoy.log"), "w"),
                                  stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(envoy)
