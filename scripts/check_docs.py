@@ -23,6 +23,9 @@ For each page with ```sh blocks:
   - half a second passes between blocks (a revocation reaches Envoy within a second; a reader
     is slower than that).
 
+Relative links between pages, and their #anchors, must point at files and headings that
+exist.
+
 A block fails when any command in it fails; the blocks after it on that page are counted as
 failed too (not run). Prints one line per block and `docs: N passed, M failed`; exits 1 on any
 failure.
@@ -148,6 +151,44 @@ class Postgres:
     def drop(self):
         for db in (self.db, self.restore):
             psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def slug(heading):
+    """GitHub's anchor for a heading: lowercase, punctuation dropped, spaces to hyphens."""
+    h = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", h).replace(" ", "-")
+
+
+def anchors(path):
+    out, fenced = set(), False
+    with open(path) as f:
+        for line in f:
+            if line.lstrip().startswith("```"):
+                fenced = not fenced
+            elif not fenced and line.startswith("#"):
+                out.add(slug(line.lstrip("#")))
+    return out
+
+
+def check_links(page, results):
+    """Relative links and their #anchors point at files and headings that exist."""
+    rel = os.path.relpath(page, ROOT)
+    with open(page) as f:
+        text = re.sub(r"```.*?```", "", f.read(), flags=re.S)
+    bad = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"^[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        dest = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
+        if not os.path.exists(dest):
+            bad.append(target)
+        elif anchor and dest.endswith(".md") and anchor not in anchors(dest):
+            bad.append(target)
+    ok = not bad
+    results.append((ok, f"{rel}: links", ", ".join(bad)))
+    print(f"ok   - {rel}: links" if ok else f"FAIL - {rel}: broken links: {', '.join(bad)}",
+          flush=True)
 
 
 def run_page(page, tmp, results, keep):
@@ -286,6 +327,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="keygate-docs-")
     results = []
     for page in pages:
+        check_links(page, results)
         run_page(page, tmp, results, args.keep)
     passed = sum(1 for ok, _, _ in results if ok)
     failed = len(results) - passed

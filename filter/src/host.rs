@@ -62,6 +62,9 @@ pub trait Host {
 
     /// One request header's value as bytes.
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
+    /// Every request header (lowercase names), in one hostcall: cheaper than several
+    /// [`Host::request_header`] calls when a request needs more than one header.
+    fn request_headers(&self) -> Vec<(String, Vec<u8>)>;
     /// Sets (or with `None` removes) a request header.
     fn set_request_header(&self, name: &str, value: Option<&str>);
     /// The buffered request body, up to `size` bytes.
@@ -126,6 +129,10 @@ impl Host for WasmHost {
         hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
             .ok()
             .flatten()
+    }
+
+    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
+        hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {

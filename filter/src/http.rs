@@ -57,9 +57,17 @@ struct Pending {
     flavor: ApiFlavor,
 }
 
-fn header<H: Host + ?Sized>(host: &H, name: &str) -> Option<String> {
-    host.request_header(name)
-        .and_then(|b| String::from_utf8(b).ok())
+/// The first value of header `name` (lowercase) in a map read with
+/// [`Host::request_headers`], as the proxy's single-header lookup would return it.
+fn find<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+fn text<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
+    find(headers, name).and_then(|b| core::str::from_utf8(b).ok())
 }
 
 /// The client's address as a backoff bucket: the IP without port; IPv6 grouped by /64
@@ -237,12 +245,11 @@ impl Request {
         w: &mut Worker,
         end_of_stream: bool,
     ) -> Verdict {
-        // Identity headers are the filter's to set; a client's own are never trusted.
-        host.set_request_header(KEY_ID_HEADER, None);
-        host.set_request_header(KEY_NAME_HEADER, None);
-
-        let method = header(host, ":method").unwrap_or_default();
-        let path = header(host, ":path").unwrap_or_default();
+        // One hostcall for every header the decision needs. Identity headers a client
+        // sent are never trusted: the allow path replaces them, a denial removes them.
+        let headers = host.request_headers();
+        let method = text(&headers, ":method").unwrap_or_default().to_owned();
+        let path = text(&headers, ":path").unwrap_or_default().to_owned();
         let cfg = w.cfg.clone();
         let route = routes::classify(&method, route_path(&path, &cfg.engine.sig.mount_prefix));
         let flavor = route.flavor;
@@ -259,8 +266,16 @@ impl Request {
                 .and_then(|a| client_bucket(&a))
         });
         if let (Some(fb), Some(b)) = (cfg.failure_backoff, bucket.as_deref()) {
-            let state = host.shared_get(&shared::failure_entry(b));
-            if let Some(secs) = fb.blocked(state.bytes(), now_us) {
+            let blocked = match w.backoff.get(b, now_us) {
+                Some(state) => fb.blocked(state, now_us),
+                None => {
+                    let state = host.shared_get(&shared::failure_entry(b));
+                    let blocked = fb.blocked(state.bytes(), now_us);
+                    w.backoff.put(b, state.bytes().map(<[u8]>::to_vec), now_us);
+                    blocked
+                }
+            };
+            if let Some(secs) = blocked {
                 let reason = DenyReason::TooManyFailures {
                     retry_after_secs: secs,
                 };
@@ -269,10 +284,10 @@ impl Request {
         }
 
         // A header that is not UTF-8 cannot hold any credential keygate issues.
-        let authorization = host.request_header("authorization");
-        let x_api_key = host.request_header("x-api-key");
-        let authz_text = authorization.as_deref().map(core::str::from_utf8);
-        let xkey_text = x_api_key.as_deref().map(core::str::from_utf8);
+        let authorization = find(&headers, "authorization");
+        let x_api_key = find(&headers, "x-api-key");
+        let authz_text = authorization.map(core::str::from_utf8);
+        let xkey_text = x_api_key.map(core::str::from_utf8);
         let cred = match (authz_text, xkey_text) {
             (Some(Err(_)), _) | (None, Some(Err(_))) => Credential::Unparseable,
             (a, x) => extract_credential(a.and_then(Result::ok), x.and_then(Result::ok)),
@@ -285,9 +300,11 @@ impl Request {
                 let guessed = reason.is_auth_failure() && reason != DenyReason::NoCredential;
                 if let (Some(fb), Some(b), true) = (cfg.failure_backoff, bucket.as_deref(), guessed)
                 {
-                    shared::cas_update(host, &shared::failure_entry(b), |cur| {
-                        (Some(fb.record_failure(cur, now_us)), ())
+                    let next = shared::cas_update(host, &shared::failure_entry(b), |cur| {
+                        let next = fb.record_failure(cur, now_us);
+                        (Some(next.clone()), next)
                     });
+                    w.backoff.put(b, Some(next), now_us);
                 }
                 return self.respond(host, w, flavor, reason);
             }
@@ -298,8 +315,8 @@ impl Request {
         let is_signed = matches!(cred, Credential::Signed(_));
         drop(cred);
 
-        let content_encoding = header(host, "content-encoding");
-        let outcome = match authorize_route(&principal, &route, content_encoding.as_deref()) {
+        let content_encoding = text(&headers, "content-encoding");
+        let outcome = match authorize_route(&principal, &route, content_encoding) {
             Ok(o) => o,
             Err(reason) => return self.respond(host, w, flavor, reason),
         };
@@ -327,9 +344,12 @@ impl Request {
         if is_signed {
             host.set_request_header(":path", Some(ollama_sig::strip_ts(&path)));
         }
+        // Setting replaces every value a client sent under these names.
         host.set_request_header(KEY_ID_HEADER, Some(&principal.key_id));
         if principal.name.bytes().all(|b| b >= 0x20 && b != 0x7f) {
             host.set_request_header(KEY_NAME_HEADER, Some(&principal.name));
+        } else {
+            host.set_request_header(KEY_NAME_HEADER, None);
         }
         if let Some(h) = cfg.upstream_host.as_deref() {
             host.set_request_header(":authority", Some(h));
@@ -342,7 +362,7 @@ impl Request {
                 Verdict::Continue
             }
             RouteOutcome::NeedBody => {
-                let too_long = header(host, "content-length")
+                let too_long = text(&headers, "content-length")
                     .and_then(|l| l.trim().parse::<u64>().ok())
                     .is_some_and(|l| l > cfg.max_body_bytes as u64);
                 if too_long {
@@ -415,6 +435,10 @@ impl Request {
     ) -> Verdict {
         self.pending = None;
         self.done = true;
+        // Nothing goes upstream, but the access log sees the request headers: no
+        // identity header survives a denial.
+        host.set_request_header(KEY_ID_HEADER, None);
+        host.set_request_header(KEY_NAME_HEADER, None);
         deny(host, w, flavor, reason);
         Verdict::Responded
     }
@@ -587,6 +611,99 @@ mod tests {
         let (_, reply) = run(&host, &mut w, &refs(&get("/api/tags", Some(&auth))), b"");
         assert_eq!(reply.unwrap().header("x-keygate-deny"), Some("key_expired"));
         assert_eq!(host.metric("keygate.denied.key_expired"), 1);
+    }
+
+    /// Every hostcall costs microseconds in V8: the allow path of an API key makes ten
+    /// (headers, clock, client address, key record, filter state, strip the
+    /// credential, key id, key name, authority, one counter) and reads no backoff entry.
+    #[test]
+    fn the_api_key_allow_path_makes_ten_hostcalls() {
+        let (key, rec) = api_key(20);
+        let (host, mut w) = setup(vec![rec]);
+        let auth = format!("Bearer {}", key.expose_secret());
+        let h = get("/api/tags", Some(&auth));
+        let mut once = || {
+            host.request(&refs(&h), b"");
+            host.properties
+                .borrow_mut()
+                .insert("source.address".into(), b"10.9.8.7:4242".to_vec());
+            let before = host.hostcalls.get();
+            let v = Request::default().on_headers(&host, &mut w, true);
+            assert_eq!(v, Verdict::Continue);
+            host.hostcalls.get() - before
+        };
+        // The first request of an address reads its backoff entry and defines the counter.
+        assert_eq!(once(), 12);
+        for _ in 0..3 {
+            assert_eq!(once(), 10);
+        }
+        // An API key without a rate and a known address: no shared-data write at all.
+        let writes = host.shared.borrow().writes;
+        once();
+        assert_eq!(host.shared.borrow().writes, writes);
+    }
+
+    #[test]
+    fn a_lockout_recorded_by_another_worker_applies_within_the_memo_time() {
+        let (key, rec) = api_key(21);
+        let host = MockHost::default();
+        let extra = r#","failure_backoff":{"free":0,"max":"60s","window":"600s"}"#;
+        let mut w1 = worker_with(&host, extra, &snapshot(1, vec![rec]));
+        let host2 = host.sibling();
+        let mut w2 = Worker::configure(&host2, Some(config_json(extra).as_bytes())).unwrap();
+        let good = get(
+            "/api/tags",
+            Some(&format!("Bearer {}", key.expose_secret())),
+        );
+        let bad = get("/api/tags", Some("Bearer kg_nope"));
+        let send = |host: &MockHost, w: &mut Worker, h: &[(&'static str, String)]| {
+            host.request(&refs(h), b"");
+            host.properties
+                .borrow_mut()
+                .insert("source.address".into(), b"10.0.0.9:1".to_vec());
+            Request::default().on_headers(host, w, true);
+            host.take_reply().map(|r| r.status)
+        };
+        // Worker 1 remembers the address as clean; worker 2 then records failures.
+        assert_eq!(send(&host, &mut w1, &good), None);
+        assert_eq!(send(&host2, &mut w2, &bad), Some(401));
+        assert_eq!(
+            send(&host2, &mut w2, &bad),
+            Some(429),
+            "blocked at once where recorded"
+        );
+        // Many more failures (as other workers would record them): a long lockout.
+        let fb = w2.cfg.failure_backoff.unwrap();
+        let entry = crate::shared::failure_entry("10.0.0.9");
+        let mut state = host2.shared_get(&entry).bytes().map(<[u8]>::to_vec);
+        for _ in 0..10 {
+            state = Some(fb.record_failure(state.as_deref(), host2.now_us()));
+        }
+        host2.shared_set(&entry, &state.unwrap(), None).unwrap();
+        assert_eq!(
+            send(&host, &mut w1, &good),
+            None,
+            "not yet seen by worker 1"
+        );
+        host.advance_ms(crate::backoff_memo::MEMO_US / 1000);
+        host2.advance_ms(crate::backoff_memo::MEMO_US / 1000);
+        assert_eq!(
+            send(&host, &mut w1, &good),
+            Some(429),
+            "and on every worker after the memo time"
+        );
+    }
+
+    #[test]
+    fn spoofed_identity_headers_are_removed_on_denial() {
+        let (host, mut w) = setup(vec![]);
+        let mut h = get("/api/tags", Some("Bearer kg_nope"));
+        h.push((KEY_ID_HEADER, "spoofed".into()));
+        h.push((KEY_NAME_HEADER, "spoofed".into()));
+        let (v, _) = run(&host, &mut w, &refs(&h), b"");
+        assert_eq!(v, Verdict::Responded);
+        assert_eq!(host.header(KEY_ID_HEADER), None);
+        assert_eq!(host.header(KEY_NAME_HEADER), None);
     }
 
     #[test]

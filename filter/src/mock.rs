@@ -59,6 +59,8 @@ pub struct MockHost {
     pub metrics: RefCell<HashMap<u32, i64>>,
     pub logs: RefCell<Vec<String>>,
     pub fail_calls: Cell<bool>,
+    /// Number of `Host` calls made (each is a hostcall in the real proxy).
+    pub hostcalls: Cell<usize>,
 }
 
 impl MockHost {
@@ -124,14 +126,17 @@ impl MockHost {
 
 impl Host for MockHost {
     fn now_us(&self) -> u64 {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         self.now_us.get()
     }
 
     fn log(&self, _level: Level, msg: &str) {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         self.logs.borrow_mut().push(msg.to_owned());
     }
 
     fn shared_get(&self, key: &str) -> SharedValue {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         match self.shared.borrow().map.get(key) {
             Some((v, cas)) => SharedValue {
                 value: Some(v.clone()),
@@ -142,6 +147,7 @@ impl Host for MockHost {
     }
 
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         let mut s = self.shared.borrow_mut();
         if let (Some(cas), Some((_, cur))) = (cas, s.map.get(key)) {
             if cas != *cur {
@@ -156,6 +162,7 @@ impl Host for MockHost {
     }
 
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         self.headers
             .borrow()
             .iter()
@@ -163,7 +170,13 @@ impl Host for MockHost {
             .map(|(_, v)| v.clone())
     }
 
+    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.hostcalls.set(self.hostcalls.get() + 1);
+        self.headers.borrow().clone()
+    }
+
     fn set_request_header(&self, name: &str, value: Option<&str>) {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         let mut h = self.headers.borrow_mut();
         h.retain(|(k, _)| k != name);
         if let Some(v) = value {
@@ -172,11 +185,13 @@ impl Host for MockHost {
     }
 
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         let b = self.body.borrow();
         Some(b[..size.min(b.len())].to_vec())
     }
 
     fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         assert!(self.reply.borrow().is_none(), "two replies to one request");
         *self.reply.borrow_mut() = Some(Reply {
             status,
@@ -189,16 +204,19 @@ impl Host for MockHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         self.properties.borrow().get(&path.join(".")).cloned()
     }
 
     fn set_property(&self, path: &[&str], value: &[u8]) {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         self.properties
             .borrow_mut()
             .insert(path.join("."), value.to_vec());
     }
 
     fn http_call(&self, cluster: &str, headers: &[(&str, &str)], timeout_ms: u64) -> Option<u32> {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         if self.fail_calls.get() {
             return None;
         }
@@ -215,6 +233,7 @@ impl Host for MockHost {
     }
 
     fn call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         self.call_headers
             .borrow()
             .iter()
@@ -223,11 +242,13 @@ impl Host for MockHost {
     }
 
     fn call_response_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         let b = self.call_body.borrow();
         Some(b[..size.min(b.len())].to_vec())
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         let mut names = self.metric_names.borrow_mut();
         if let Some(i) = names.iter().position(|(_, n)| n == name) {
             return u32::try_from(i).ok();
@@ -237,10 +258,12 @@ impl Host for MockHost {
     }
 
     fn increment_metric(&self, id: u32, delta: i64) {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         *self.metrics.borrow_mut().entry(id).or_default() += delta;
     }
 
     fn record_metric(&self, id: u32, value: u64) {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         self.metrics
             .borrow_mut()
             .insert(id, i64::try_from(value).unwrap());
@@ -249,6 +272,7 @@ impl Host for MockHost {
     fn set_tick_period_ms(&self, _ms: u64) {}
 
     fn plugin_configuration(&self) -> Option<Vec<u8>> {
+        self.hostcalls.set(self.hostcalls.get() + 1);
         None
     }
 }
