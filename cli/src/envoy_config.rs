@@ -292,6 +292,9 @@ pub fn render(opts: &EnvoyOpts) -> Result<String, String> {
             q(h)
         ));
     }
+    // Envoy's async HTTP client (the filter's snapshot fetch) drops response bodies over
+    // 32 MiB by default; a full snapshot of 1M keys is ~78 MB.
+    y.push_str("layered_runtime:\n  layers:\n  - name: static\n    static_layer:\n      http.async_response_buffer_limit: 268435456\n");
     y.push_str("static_resources:\n");
     y.push_str("  listeners:\n");
     y.push_str("  - name: keygate\n");
