@@ -22,4 +22,24 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
 fi
 
 echo "==> cargo test --workspace" >&2
-cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-2}"
+cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-2}" || exit $?
+cargo_status=$?
+
+# Script-level checks: the README's first command, the compose demo, every command in the
+# docs, and the benchmark runner (its unit tests and one short run: it proves the runner works,
+# it asserts no timing).
+failed=0
+passed=0
+run_check() {
+  echo "==> $*" >&2
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $*" >&2; fi
+}
+export PATH="$ROOT/target/release:$PATH"
+run_check "$KEYGATE_PYTHON" scripts/check_quickstart.py
+run_check "$KEYGATE_PYTHON" scripts/check_compose.py
+run_check "$KEYGATE_PYTHON" scripts/check_docs.py
+run_check python3 -m unittest discover -s bench -p 'test_*.py'
+run_check python3 bench/run.py --quick
+echo "checks: $passed passed, $failed failed"
+[ "$failed" -eq 0 ] || exit 1
+exit "$cargo_status"
