@@ -50,6 +50,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from check_quickstart import ROOT, Quickstart, free_port, need_setup, session_pids, stack_env  # noqa: E402
 
 RUNNABLE = {"sh", "bash"}
+# Programs the pages' commands run, besides the repository's own builds and .venv.
+NEEDED = ("curl", "openssl", "sqlite3", "psql", "pg_dump", "pg_restore", "createdb",
+          "ssh-keygen", "nginx", "caddy", "base64")
 EXPECT = re.compile(r"^(?P<cmd>[^#\n]*?\S)\s+# => (?P<want>.*\S)\s*$")
 ADDR_VAR = re.compile(r"\$\{(\w+_ADDR):-127\.0\.0\.1:\d+\}")
 PG_ADMIN = os.environ.get("KEYGATE_DOCS_PG", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -326,6 +329,13 @@ def main():
         subprocess.run(["bash", os.path.join(ROOT, "scripts", "setup.sh")], check=True)
     tmp = tempfile.mkdtemp(prefix="keygate-docs-")
     results = []
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    missing = [p for p in NEEDED if shutil.which(p, path=search) is None]
+    if missing:
+        why = (f"missing programs the pages use: {' '.join(missing)} (Debian: apt-get install "
+               "curl openssl sqlite3 postgresql-client openssh-client nginx caddy)")
+        results.append((False, "prerequisites", why))
+        print(f"FAIL - {why}", flush=True)
     for page in pages:
         check_links(page, results)
         run_page(page, tmp, results, args.keep)

@@ -22,6 +22,10 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v caddy >/dev/null 2>&1 || need_apt+=(caddy)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# The docs check runs the backup/restore and stock-ollama-CLI pages' commands.
+command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
+command -v pg_dump >/dev/null 2>&1 || need_apt+=(postgresql-client)
+command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then

@@ -327,7 +327,7 @@ pub fn render(opts: &EnvoyOpts) -> Result<String, String> {
     y.push_str("                  status: \"%RESPONSE_CODE%\"\n");
     // Set by the filter as soon as the key is known, so refusals of a valid key
     // (403, 413, 429) are attributed too; never the secret.
-    y.push_str("                  key_id: \"%FILTER_STATE(wasm.keygate_key_id:PLAIN)%\"\n");
+    y.push_str("                  key_id: \"%REQ(X-KEYGATE-KEY-ID)%\"\n");
     y.push_str("                  deny: \"%RESP(X-KEYGATE-DENY)%\"\n");
     y.push_str("                  duration_ms: \"%DURATION%\"\n");
     y.push_str("                  bytes_received: \"%BYTES_RECEIVED%\"\n");

@@ -612,13 +612,15 @@ def main(argv=None):
     shown = f"[{host}]" if ipv6 else host
     print(f"LISTENING {shown}:{bound}", flush=True)
 
-    stop = threading.Event()
+    # A plain flag, not threading.Event: Event.set() in a signal handler can deadlock when
+    # the signal lands while the main thread holds the Event's lock inside wait().
+    stopping = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: stopping.append(True))
     t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     t.start()
-    while not stop.wait(0.2):  # short waits keep the main thread responsive to signals
-        pass
+    while not stopping:  # short sleeps keep the main thread responsive to signals
+        time.sleep(0.1)
     server.shutdown()
     server.server_close()
     return 0
