@@ -14,7 +14,6 @@
     clippy::indexing_slicing
 )]
 
-pub mod backoff_memo;
 pub mod cache;
 pub mod config;
 pub mod host;

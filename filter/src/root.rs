@@ -2,7 +2,6 @@
 //! ticks, keyd responses) and the HTTP context (one per request), both delegating to
 //! plain Rust written against [`Host`].
 
-use crate::backoff_memo::BackoffMemo;
 use crate::cache::VerifiedCache;
 use crate::config::{Config, ConfigError};
 use crate::host::{Host, Level, WasmHost};
@@ -26,8 +25,6 @@ pub struct Worker {
     pub cache: VerifiedCache,
     pub stats: Stats,
     pub sync: Sync,
-    /// Recently read per-address failure-backoff entries.
-    pub backoff: BackoffMemo,
 }
 
 impl Worker {
@@ -44,7 +41,6 @@ impl Worker {
             view,
             stats: Stats::default(),
             sync: Sync::new(sync::claim_worker_id(host)),
-            backoff: BackoffMemo::default(),
         })
     }
 
