@@ -19,7 +19,7 @@ use keygate_core::snapshot::{KeyKind, KeyStatus, KeyStore};
 use keygate_core::token::looks_like_token;
 use keygate_core::verify::{
     authenticate, authorize_body, authorize_route, extract_credential, principal_for_token,
-    Credential, DenyReason, Principal, RouteOutcome, Via,
+    route_path, Credential, DenyReason, Principal, RouteOutcome, Via,
 };
 use keygate_core::TokenReject;
 use std::net::IpAddr;
@@ -219,21 +219,6 @@ fn authenticate_cached<H: Host + ?Sized>(
             };
             authenticate(cred, method, path, &store, now, &cfg.engine)
         }
-    }
-}
-
-/// The path used to classify the route: without `ts` (signed requests) and without the
-/// configured mount prefix.
-fn route_path<'a>(path: &'a str, mount_prefix: &str) -> &'a str {
-    let p = ollama_sig::strip_ts(path);
-    let prefix = mount_prefix.trim_end_matches('/');
-    if prefix.is_empty() {
-        return p;
-    }
-    match p.strip_prefix(prefix) {
-        Some("") => "/",
-        Some(rest) if rest.starts_with('/') || rest.starts_with('?') => rest,
-        _ => p,
     }
 }
 

@@ -20,8 +20,8 @@ use sqlx::{Any, Executor as _, Row as _, Transaction};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+/// One migration set for both dialects: the schema uses only SQL both run identically.
+static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// The PostgreSQL channel on which writers announce a new version.
 pub const NOTIFY_CHANNEL: &str = "keygate_changes";
@@ -312,10 +312,7 @@ impl Store {
                 )?;
             }
         }
-        match dialect {
-            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
-            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
-        }
+        MIGRATIONS.run(&pool).await?;
         #[cfg(unix)]
         if let Some(path) = &url.sqlite_path {
             use std::os::unix::fs::PermissionsExt as _;

@@ -1,5 +1,6 @@
--- keyd schema, PostgreSQL dialect. Keep in step with ../sqlite/0001_init.sql: same tables,
--- same columns, same meaning. Integers are BIGINT (64-bit), digests and seeds hex TEXT.
+-- keyd schema, one file for SQLite and PostgreSQL: only types and statements both dialects
+-- run the same way (BIGINT integers, digests and seeds as hex TEXT), so the schema cannot drift
+-- between them. Add a per-dialect folder only if a later migration needs different SQL.
 
 -- One row: the global snapshot version and the head of the audit chain. Every write
 -- transaction starts by updating this row, which serialises writers (on PostgreSQL across
