@@ -117,15 +117,23 @@ class Context:
             return target / "release/kgbench"
         return self._built("kgbench", build)
 
-    def empty_wasm(self) -> Path:
+    def _bench_wasm(self, folder: str, artifact: str) -> Path:
+        """A wasm filter of bench/ (its own workspace), built into target/bench."""
         def build():
             target = self.root / "target/bench"
             if not _cargo(["build", "--release", "--quiet", "--target", "wasm32-wasip1"],
-                          self.root / "bench/empty-filter", {"CARGO_TARGET_DIR": str(target)},
+                          self.root / "bench" / folder, {"CARGO_TARGET_DIR": str(target)},
                           self.build_log):
-                raise BenchError(f"building bench/empty-filter failed; see {self.build_log}")
-            return target / "wasm32-wasip1/release/keygate_bench_empty_filter.wasm"
-        return self._built("empty_wasm", build)
+                raise BenchError(f"building bench/{folder} failed; see {self.build_log}")
+            return target / "wasm32-wasip1/release" / artifact
+        return self._built(folder, build)
+
+    def empty_wasm(self) -> Path:
+        return self._bench_wasm("empty-filter", "keygate_bench_empty_filter.wasm")
+
+    def probe_wasm(self) -> Path:
+        """bench/probe-filter: one kind of hostcall N times per request (bench/hostcalls.py)."""
+        return self._bench_wasm("probe-filter", "keygate_bench_probe_filter.wasm")
 
     def keygate_wasm(self) -> Path:
         def build():

@@ -352,6 +352,17 @@ fn authenticate_key<S: KeyStore + ?Sized>(
 ) -> Result<Principal, DenyReason> {
     let parsed = ParsedKey::parse(text).map_err(DenyReason::Key)?;
     let rec = store.key(parsed.id()).ok_or(DenyReason::UnknownKey)?;
+    check_api_key(&parsed, &rec, now)?;
+    Ok(api_key_principal(&rec))
+}
+
+/// Checks a parsed API key against its record: an API-key record, the secret's digest
+/// (the current one, or the previous one during a rotation's grace period, both compared
+/// in constant time), and the key's status and expiry at `now`.
+///
+/// Split from [`authenticate`] for callers that keep records and principals between
+/// requests (the Envoy filter): the check is the same, only the lookup differs.
+pub fn check_api_key(parsed: &ParsedKey<'_>, rec: &KeyRecord, now: i64) -> Result<(), DenyReason> {
     if rec.kind != KeyKind::ApiKey {
         return Err(DenyReason::UnknownKey);
     }
@@ -364,8 +375,12 @@ fn authenticate_key<S: KeyStore + ?Sized>(
     if !(current || previous) {
         return Err(DenyReason::WrongSecret);
     }
-    check_status(&rec, now)?;
-    Ok(principal(&rec, Via::ApiKey, None, None))
+    check_status(rec, now)
+}
+
+/// The principal an API key's record authenticates as.
+pub fn api_key_principal(rec: &KeyRecord) -> Principal {
+    principal(rec, Via::ApiKey, None, None)
 }
 
 fn authenticate_token<S: KeyStore + ?Sized>(

@@ -85,6 +85,14 @@ pub trait Host {
     fn increment_metric(&self, id: u32, delta: i64);
     fn record_metric(&self, id: u32, value: u64);
 
+    /// Registers this VM's shared queue `name`; the proxy calls the root context's
+    /// `on_queue_ready` on this worker's thread when anything is enqueued.
+    fn queue_register(&self, name: &str) -> Option<u32>;
+    /// Finds the queue another VM of plugin VM `vm_id` registered as `name`.
+    fn queue_resolve(&self, vm_id: &str, name: &str) -> Option<u32>;
+    fn queue_enqueue(&self, id: u32, data: &[u8]) -> bool;
+    fn queue_dequeue(&self, id: u32) -> Option<Vec<u8>>;
+
     fn set_tick_period_ms(&self, ms: u64);
     fn plugin_configuration(&self) -> Option<Vec<u8>>;
 }
@@ -194,6 +202,22 @@ impl Host for WasmHost {
 
     fn record_metric(&self, id: u32, value: u64) {
         let _ = hostcalls::record_metric(id, value);
+    }
+
+    fn queue_register(&self, name: &str) -> Option<u32> {
+        hostcalls::register_shared_queue(name).ok()
+    }
+
+    fn queue_resolve(&self, vm_id: &str, name: &str) -> Option<u32> {
+        hostcalls::resolve_shared_queue(vm_id, name).ok().flatten()
+    }
+
+    fn queue_enqueue(&self, id: u32, data: &[u8]) -> bool {
+        hostcalls::enqueue_shared_queue(id, Some(data)).is_ok()
+    }
+
+    fn queue_dequeue(&self, id: u32) -> Option<Vec<u8>> {
+        hostcalls::dequeue_shared_queue(id).ok().flatten()
     }
 
     fn set_tick_period_ms(&self, ms: u64) {

@@ -4,8 +4,8 @@
 //! Layout: [`host`] is the only module that calls the proxy; [`root`] holds the
 //! per-VM state and the proxy-wasm glue; [`http`] decides one request; [`sync`] keeps the
 //! snapshot current (one loop per Envoy); [`shared`] is the shared-data layout;
-//! [`cache`] the verified-token cache; [`stats`] the Envoy metrics; [`config`] the plugin
-//! configuration.
+//! [`cache`] the verified-token cache; [`keycache`] a worker's key records; [`stats`] the
+//! Envoy metrics; [`config`] the plugin configuration.
 #![forbid(unsafe_code)]
 #![deny(
     clippy::unwrap_used,
@@ -18,6 +18,7 @@ pub mod cache;
 pub mod config;
 pub mod host;
 pub mod http;
+pub mod keycache;
 #[cfg(test)]
 mod mock;
 pub mod root;

@@ -22,6 +22,8 @@ pub struct SharedMap {
     pub map: HashMap<String, (Vec<u8>, u32)>,
     next_cas: u32,
     pub writes: usize,
+    /// Shared queues by name: id and pending messages (delivered by [`deliver`]).
+    pub queues: HashMap<String, (u32, std::collections::VecDeque<Vec<u8>>)>,
 }
 
 /// An HTTP call the filter started: cluster, headers, timeout in ms.
@@ -269,6 +271,41 @@ impl Host for MockHost {
             .insert(id, i64::try_from(value).unwrap());
     }
 
+    fn queue_register(&self, name: &str) -> Option<u32> {
+        self.hostcalls.set(self.hostcalls.get() + 1);
+        let mut s = self.shared.borrow_mut();
+        let next = u32::try_from(s.queues.len()).unwrap() + 1;
+        Some(
+            s.queues
+                .entry(name.to_owned())
+                .or_insert((next, Default::default()))
+                .0,
+        )
+    }
+
+    fn queue_resolve(&self, _vm_id: &str, name: &str) -> Option<u32> {
+        self.hostcalls.set(self.hostcalls.get() + 1);
+        self.shared.borrow().queues.get(name).map(|q| q.0)
+    }
+
+    fn queue_enqueue(&self, id: u32, data: &[u8]) -> bool {
+        self.hostcalls.set(self.hostcalls.get() + 1);
+        let mut s = self.shared.borrow_mut();
+        match s.queues.values_mut().find(|q| q.0 == id) {
+            Some(q) => {
+                q.1.push_back(data.to_vec());
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn queue_dequeue(&self, id: u32) -> Option<Vec<u8>> {
+        self.hostcalls.set(self.hostcalls.get() + 1);
+        let mut s = self.shared.borrow_mut();
+        s.queues.values_mut().find(|q| q.0 == id)?.1.pop_front()
+    }
+
     fn set_tick_period_ms(&self, _ms: u64) {}
 
     fn plugin_configuration(&self) -> Option<Vec<u8>> {
@@ -370,6 +407,21 @@ pub fn snapshot(version: u64, keys: Vec<KeyRecord>) -> Snapshot {
 }
 
 /// A configured worker on `host` whose shared data holds `snap`.
+/// Delivers what was enqueued for `w`, as the proxy would on the worker's thread.
+pub fn deliver(host: &MockHost, w: &mut Worker) {
+    if let Some(id) = w.queue {
+        let pending = host
+            .shared
+            .borrow()
+            .queues
+            .values()
+            .any(|q| q.0 == id && !q.1.is_empty());
+        if pending {
+            w.on_queue_ready(host, id);
+        }
+    }
+}
+
 pub fn worker_with(host: &MockHost, extra: &str, snap: &Snapshot) -> Worker {
     host.set_now(NOW);
     let bytes = snapshot_signer().sign_full(snap);

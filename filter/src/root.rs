@@ -6,7 +6,8 @@ use crate::cache::VerifiedCache;
 use crate::config::{Config, ConfigError};
 use crate::host::{Host, Level, WasmHost};
 use crate::http::{Request, Verdict};
-use crate::shared::View;
+use crate::keycache::{self, KeyCache};
+use crate::shared::{self, View};
 use crate::stats::Stats;
 use crate::sync::{self, Sync};
 use keygate_core::routes::ApiFlavor;
@@ -23,6 +24,15 @@ pub struct Worker {
     pub cfg: Rc<Config>,
     pub view: View,
     pub cache: VerifiedCache,
+    /// Key records and token revocations read at the held version.
+    pub keys: KeyCache,
+    /// The plugin's VM id (shared queues are resolved by it).
+    pub vm_id: String,
+    /// This worker's shared queue, where others note changes ([`shared::notify_workers`]).
+    pub queue: Option<u32>,
+    /// When the latest lockout of any address ends, as last read (µs): until then every
+    /// request's address is checked; after it, none is (no hostcall on the allow path).
+    pub lockouts_until_us: u64,
     pub stats: Stats,
     pub sync: Sync,
 }
@@ -35,21 +45,64 @@ impl Worker {
         let cfg = Config::parse(bytes)?;
         let mut view = View::default();
         view.refresh(host);
+        let worker = sync::claim_worker_id(host);
+        let mut keys = KeyCache::new(keycache::DEFAULT_CAPACITY);
+        keys.sync(view.version());
+        let vm_id = host
+            .property(&["plugin_vm_id"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default();
+        let queue = host.queue_register(&shared::queue_name(worker));
+        shared::heartbeat(host, worker, host.now_us());
+        let mut stats = Stats::default();
+        stats.define(host);
         Ok(Self {
             cache: VerifiedCache::new(cfg.token_cache_size),
             cfg: Rc::new(cfg),
             view,
-            stats: Stats::default(),
-            sync: Sync::new(sync::claim_worker_id(host)),
+            keys,
+            vm_id,
+            queue,
+            lockouts_until_us: shared::lockouts_until(host),
+            stats,
+            sync: Sync::new(worker),
         })
+    }
+
+    /// Re-reads what other workers may have changed: the snapshot version (the key cache
+    /// follows it) and the lockout horizon.
+    pub fn refresh<H: Host + ?Sized>(&mut self, host: &H) {
+        self.view.refresh(host);
+        self.keys.sync(self.view.version());
+        self.lockouts_until_us = shared::lockouts_until(host);
+    }
+
+    /// Another worker wrote a new version or a lockout: drain the notes, re-read.
+    pub fn on_queue_ready<H: Host + ?Sized>(&mut self, host: &H, queue: u32) {
+        if Some(queue) != self.queue {
+            return;
+        }
+        // Bounded: notes are only ever "re-read", so a burst needs one refresh.
+        for _ in 0..1024 {
+            if host.queue_dequeue(queue).is_none() {
+                break;
+            }
+        }
+        self.refresh(host);
+    }
+
+    /// Tells every worker (this one included) to re-read shared data.
+    pub fn notify<H: Host + ?Sized>(&self, host: &H, now_us: u64) {
+        shared::notify_workers(host, &self.vm_id, now_us);
     }
 
     /// The fail policy: 503 before the first good snapshot, and 503 once keyd has been
     /// unreachable for longer than `max_staleness`; otherwise the last good snapshot.
     pub fn readiness<H: Host + ?Sized>(&mut self, host: &H, now_us: u64) -> Result<(), DenyReason> {
+        let max_staleness_us = self.cfg.max_staleness_us;
         let fresh = |v: &View| match &v.meta {
             None => Err(DenyReason::NoSnapshot),
-            Some(m) if now_us.saturating_sub(m.last_ok_us) > self.cfg.max_staleness_us => {
+            Some(m) if now_us.saturating_sub(m.last_ok_us) > max_staleness_us => {
                 Err(DenyReason::StaleSnapshot)
             }
             Some(_) => Ok(()),
@@ -58,19 +111,31 @@ impl Worker {
             return Ok(());
         }
         // The tick may not have seen the latest kg:meta yet.
-        self.view.refresh(host);
+        self.refresh(host);
         fresh(&self.view)
     }
 
     pub fn on_tick<H: Host + ?Sized>(&mut self, host: &H) {
         self.sync.on_tick(host, &self.cfg, &mut self.stats);
-        self.view.refresh(host);
+        let now = host.now_us();
+        shared::heartbeat(host, self.sync.worker(), now);
+        self.after_sync(host, now);
+        self.stats.flush(host);
     }
 
     pub fn on_call_response<H: Host + ?Sized>(&mut self, host: &H, token: u32, body_size: usize) {
         self.sync
             .on_response(host, &self.cfg, &mut self.stats, token, body_size);
-        self.view.refresh(host);
+        self.after_sync(host, host.now_us());
+    }
+
+    /// Re-reads shared data; when this worker's sync loop just made a new version current,
+    /// tells the other workers.
+    fn after_sync<H: Host + ?Sized>(&mut self, host: &H, now_us: u64) {
+        self.refresh(host);
+        if std::mem::take(&mut self.sync.applied) {
+            self.notify(host, now_us);
+        }
     }
 }
 
@@ -119,6 +184,14 @@ impl RootContext for RootCtx {
         if let Some(w) = &self.worker {
             if let Ok(mut w) = w.try_borrow_mut() {
                 w.on_tick(&WasmHost);
+            }
+        }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if let Some(w) = &self.worker {
+            if let Ok(mut w) = w.try_borrow_mut() {
+                w.on_queue_ready(&WasmHost, queue_id);
             }
         }
     }

@@ -13,8 +13,17 @@
 //! | `kg:workers` | counter handing out worker numbers |
 //! | `kg:rl:<id>` | a key's GCRA limiter state (8 bytes, compare-and-swap) |
 //! | `kg:fb:<addr>` | an address's failure-backoff state (compare-and-swap) |
+//! | `kg:fb:active` | when the latest lockout of any address ends (µs, 8 bytes) |
+//! | `kg:alive:<n>` | when worker `n` last ticked (µs, 8 bytes) |
 //!
 //! An empty value means "absent": ABI 0.2.1 cannot delete entries.
+//!
+//! Workers keep what they read per snapshot version ([`crate::keycache`]) and learn of
+//! changes without any per-request cost: every worker registers the shared queue
+//! `kg:q:<n>`, and whoever writes a new version or a lockout enqueues a note on the queue
+//! of every live worker ([`notify_workers`]); the proxy then calls that worker's
+//! `on_queue_ready` on its own thread, within microseconds. Each tick re-reads too, so a
+//! lost note delays a worker by one tick at most.
 //!
 //! A snapshot is verified and decoded whole before the first write (a bad one is never
 //! half-applied); records are then written one by one, each atomically, and `kg:meta`
@@ -32,6 +41,14 @@ pub const META: &str = "kg:meta";
 pub const INDEX: &str = "kg:index";
 pub const LEASE: &str = "kg:lease";
 pub const WORKERS: &str = "kg:workers";
+pub const FAILURE_ACTIVE: &str = "kg:fb:active";
+
+/// The most workers [`notify_workers`] looks at (worker numbers also count VMs replaced by
+/// configuration reloads).
+pub const MAX_WORKERS: u32 = 4096;
+/// A worker that has not ticked for this long is gone (its VM was replaced): it is not
+/// notified, so nothing piles up in a queue nobody reads.
+pub const ALIVE_US: u64 = 2_000_000;
 
 pub fn key_entry(id: &str) -> String {
     format!("kg:k:{id}")
@@ -47,6 +64,63 @@ pub fn rate_entry(id: &str) -> String {
 
 pub fn failure_entry(addr: &str) -> String {
     format!("kg:fb:{addr}")
+}
+
+pub fn queue_name(worker: u32) -> String {
+    format!("kg:q:{worker}")
+}
+
+pub fn alive_entry(worker: u32) -> String {
+    format!("kg:alive:{worker}")
+}
+
+/// Records that `worker` is alive at `now_us` (each tick).
+pub fn heartbeat<H: Host + ?Sized>(host: &H, worker: u32, now_us: u64) {
+    let _ = host.shared_set(&alive_entry(worker), &now_us.to_be_bytes(), None);
+}
+
+/// Tells every live worker to re-read shared data (a new snapshot version, a lockout).
+/// Called after the state it announces is written, so the worker that re-reads finds it.
+pub fn notify_workers<H: Host + ?Sized>(host: &H, vm_id: &str, now_us: u64) {
+    let workers = host
+        .shared_get(WORKERS)
+        .bytes()
+        .and_then(|b| Cursor::new(b).u32())
+        .unwrap_or(0)
+        .min(MAX_WORKERS);
+    for n in 1..=workers {
+        let alive = host
+            .shared_get(&alive_entry(n))
+            .bytes()
+            .and_then(|b| Cursor::new(b).u64())
+            .is_some_and(|t| now_us.saturating_sub(t) <= ALIVE_US);
+        if !alive {
+            continue;
+        }
+        if let Some(q) = host.queue_resolve(vm_id, &queue_name(n)) {
+            host.queue_enqueue(q, b"r");
+        }
+    }
+}
+
+/// When the latest lockout of any address ends (µs; 0 when none was recorded).
+pub fn lockouts_until<H: Host + ?Sized>(host: &H) -> u64 {
+    host.shared_get(FAILURE_ACTIVE)
+        .bytes()
+        .and_then(|b| Cursor::new(b).u64())
+        .unwrap_or(0)
+}
+
+/// Records that some address is locked out until `until_us` (the caller then notifies
+/// the workers).
+pub fn publish_lockout<H: Host + ?Sized>(host: &H, until_us: u64) {
+    cas_update(host, FAILURE_ACTIVE, |cur| {
+        let held = cur.and_then(|b| Cursor::new(b).u64()).unwrap_or(0);
+        (
+            (until_us > held).then(|| until_us.to_be_bytes().to_vec()),
+            (),
+        )
+    });
 }
 
 /// Snapshot-wide facts, written last on every apply.
@@ -109,6 +183,11 @@ pub struct View {
 }
 
 impl View {
+    /// The snapshot version this worker holds.
+    pub fn version(&self) -> Option<u64> {
+        self.meta.as_ref().map(|m| m.version)
+    }
+
     /// Re-reads `kg:meta`; returns true when it changed.
     pub fn refresh<H: Host + ?Sized>(&mut self, host: &H) -> bool {
         let v = host.shared_get(META);

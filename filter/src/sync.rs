@@ -62,6 +62,9 @@ pub struct Sync {
     failures: u32,
     want_full: bool,
     plan: Option<Plan>,
+    /// Set when this worker made a new version current (the worker then notifies the
+    /// others and clears it).
+    pub applied: bool,
     /// When the snapshot being applied arrived, and a description for the log.
     applying_since_us: u64,
     applying_what: String,
@@ -107,6 +110,7 @@ impl Sync {
             failures: 0,
             want_full: false,
             plan: None,
+            applied: false,
             applying_since_us: 0,
             applying_what: String::new(),
         }
@@ -286,6 +290,7 @@ impl Sync {
             Ok(false) => {}
             Ok(true) => {
                 self.plan = None;
+                self.applied = true;
                 host.set_tick_period_ms(TICK_MS);
                 stats.inc(host, stats::SNAPSHOT_APPLIED);
                 let took = host.now_us().saturating_sub(self.applying_since_us) / 1000;

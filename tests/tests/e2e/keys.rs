@@ -121,7 +121,11 @@ fn valid_key_reaches_ollama_without_its_credential() {
         !s.envoy.proc.output().contains(&key),
         "the key appears in Envoy's output"
     );
-    assert!(s.envoy.stat("wasmcustom.keygate.allowed").unwrap_or(0) >= 3);
+    // Workers add up `allowed` and flush it every tick (200 ms).
+    let counted = keygate_e2e::proc::wait_for(std::time::Duration::from_secs(2), || {
+        (s.envoy.stat("wasmcustom.keygate.allowed").unwrap_or(0) >= 3).then_some(())
+    });
+    assert!(counted.is_some(), "keygate.allowed never reached 3");
     assert!(
         s.envoy
             .stat("wasmcustom.keygate.snapshot_version")
