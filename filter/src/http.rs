@@ -157,11 +157,11 @@ fn authenticate_cached<H: Host + ?Sized>(
         }
         Credential::Secret(text) if looks_like_token(text) => {
             let key = digest(&[b"token", text.as_bytes()]);
-            if let Some(Verified::Token { sub, jti, exp }) = w.cache.get(&key, now).cloned() {
-                w.keys.warm_key(host, &sub);
-                w.keys.warm_jti(host, &jti);
+            if let Some(Verified::Token { sub, jti, exp }) = w.cache.get(&key, now) {
+                w.keys.warm_key(host, sub);
+                w.keys.warm_jti(host, jti);
                 let store = LocalStore::new(host, &w.keys, &w.view.signing);
-                return principal_for_token(&sub, &jti, exp, &store, now, &cfg.engine).map(Rc::new);
+                return principal_for_token(sub, jti, *exp, &store, now, &cfg.engine).map(Rc::new);
             }
             let mut r = {
                 let store = LocalStore::new(host, &w.keys, &w.view.signing);
