@@ -26,7 +26,7 @@ cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-2}" || 
 cargo_status=$?
 
 # Script-level checks: the README's first command, the compose demo, every command in the
-# docs, and the benchmark runner (its unit tests and one short run: it proves the runner works,
+# docs, and the benchmark runners (unit tests and one short run of each: it proves they work,
 # it asserts no timing).
 failed=0
 passed=0
@@ -40,6 +40,7 @@ run_check "$KEYGATE_PYTHON" scripts/check_compose.py
 run_check "$KEYGATE_PYTHON" scripts/check_docs.py
 run_check python3 -m unittest discover -s bench -p 'test_*.py'
 run_check python3 bench/run.py --quick
+run_check python3 bench/hostcalls.py --ops get_header required --n 1 --rounds 1 --duration 1
 echo "checks: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] || exit 1
 exit "$cargo_status"

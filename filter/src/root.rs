@@ -82,13 +82,16 @@ impl Worker {
         if Some(queue) != self.queue {
             return;
         }
-        // Bounded: notes are only ever "re-read", so a burst needs one refresh.
-        for _ in 0..1024 {
-            if host.queue_dequeue(queue).is_none() {
-                break;
-            }
+        // Every note means "re-read", so a burst needs one refresh. The proxy calls this
+        // once per note: later calls of a burst find the queue empty and do nothing.
+        // Bounded, so a flood cannot hold the worker (the rest stays for its own calls).
+        let mut notes = 0;
+        while notes < 1024 && host.queue_dequeue(queue).is_some() {
+            notes += 1;
         }
-        self.refresh(host);
+        if notes > 0 {
+            self.refresh(host);
+        }
     }
 
     /// Tells every worker (this one included) to re-read shared data.
