@@ -306,10 +306,13 @@ pub struct EnvoyArgs {
     )]
     pub filter_credential: Option<Secret>,
     /// keyd's snapshot public key (base64url) to pin; repeat during a key rotation.
+    /// base64url keys may start with `-` (one in 64 does), so such a value is taken as the
+    /// key, not as an option.
     #[arg(
         long = "snapshot-key",
         value_name = "KEY",
-        requires = "filter_credential"
+        requires = "filter_credential",
+        allow_hyphen_values = true
     )]
     pub snapshot_keys: Vec<String>,
     /// Name of the filter credential keyd creates (shown in its audit log).
