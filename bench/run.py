@@ -74,6 +74,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--revocations", type=int, help="revocations to time (default 100; --quick: 5)")
     p.add_argument("--out", type=Path, help="where to write the Markdown (default bench/RESULTS.md; "
                                             "--quick: not written)")
+    p.add_argument("--benchmarks", type=Path,
+                   help="document whose marked results block gets the table and targets "
+                        "(default BENCHMARKS.md on a full run; --quick, --only: not written)")
     p.add_argument("--strict", action="store_true",
                    help="fail when a selected configuration cannot run (default when CI is set)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
@@ -288,6 +291,18 @@ def main(argv: list[str]) -> int:
     if out_path:
         out_path.write_text(text)
         log(f"written to {out_path}")
+    bench_doc = a.benchmarks or (None if a.quick or a.only or a.out else ROOT / "BENCHMARKS.md")
+    if bench_doc and rows:
+        block = [environment(ctx, a, load_at_start)[0].replace("- date:", "Run of"), "",
+                 f"Command: `python3 bench/run.py {' '.join(argv)}`".replace("  ", " ").rstrip(), ""]
+        block += report.table(rows, [t.name for t in TARGETS]) + [""]
+        block += report.targets(rows, extra_results)
+        spliced = report.splice(bench_doc.read_text(), block) if bench_doc.exists() else None
+        if spliced is None:
+            log(f"note: {bench_doc} has no results markers; not updated")
+        else:
+            bench_doc.write_text(spliced)
+            log(f"results block of {bench_doc} updated")
     if a.keep or failed:
         log(f"work directory kept: {work}")
     else:

@@ -36,6 +36,17 @@ def sample(name: str, rnd: int, rps: float, cpu: float, side: float = 0.0) -> Sa
                   side_us=side, rss=64 * 2**20, requests=1000, bad=0)
 
 
+class Splice(unittest.TestCase):
+    def test_replaces_only_between_the_markers(self):
+        doc = f"intro\n{report.BEGIN}\nold table\n{report.END}\noutro\n"
+        got = report.splice(doc, ["| new |", ""])
+        self.assertEqual(got, f"intro\n{report.BEGIN}\n| new |\n{report.END}\noutro\n")
+
+    def test_missing_markers_leave_the_document_alone(self):
+        self.assertIsNone(report.splice("no markers here", ["x"]))
+        self.assertIsNone(report.splice(f"{report.END}\n{report.BEGIN}", ["x"]))
+
+
 class WrkParse(unittest.TestCase):
     def test_reads_every_figure_with_units(self):
         r = load.parse(WRK_OUT)

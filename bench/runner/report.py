@@ -167,3 +167,17 @@ def targets(rows: dict[str, Row], extras: dict) -> list[str]:
     else:
         line(None, "ext_authz → keyd /v1/verify side CPU ≤ 30 µs/req")
     return out
+
+
+BEGIN = "<!-- bench/run.py: results begin (written by the runner; edit outside these lines) -->"
+END = "<!-- bench/run.py: results end -->"
+
+
+def splice(doc: str, block: list[str]) -> str | None:
+    """`doc` with the text between the BEGIN and END markers replaced by `block`; None when
+    the markers are missing or out of order (the document is then left as it is)."""
+    start, end = doc.find(BEGIN), doc.find(END)
+    if start < 0 or end < start:
+        return None
+    head = doc[:start + len(BEGIN)]
+    return head + "\n" + "\n".join(block).rstrip("\n") + "\n" + doc[end:]
