@@ -8,6 +8,7 @@
 //! SSE streams pass through unbuffered.
 
 use crate::cache::{digest, Verified};
+use crate::config::Config;
 use crate::host::Host;
 use crate::keycache::LocalStore;
 use crate::root::Worker;
@@ -109,11 +110,11 @@ fn deny<H: Host + ?Sized>(host: &H, w: &mut Worker, flavor: ApiFlavor, reason: D
 /// The signed-request cache entry's principal: re-checks the registration on every hit.
 fn principal_for_signed<S: KeyStore + ?Sized>(
     store: &S,
+    id: &str,
     public_key: &[u8; 32],
     now: i64,
 ) -> Result<Principal, DenyReason> {
-    let id = ollama_sig::key_id_for(public_key);
-    let rec = store.key(&id).ok_or(DenyReason::UnregisteredPublicKey)?;
+    let rec = store.key(id).ok_or(DenyReason::UnregisteredPublicKey)?;
     if rec.kind != KeyKind::OllamaKey || rec.digest != *public_key {
         return Err(DenyReason::UnregisteredPublicKey);
     }
@@ -143,8 +144,8 @@ fn authenticate_cached<H: Host + ?Sized>(
     method: &str,
     path: &str,
     now: i64,
+    cfg: &Config,
 ) -> Result<Rc<Principal>, DenyReason> {
-    let cfg = Rc::clone(&w.cfg);
     match cred {
         Credential::Secret(text) if looks_like_api_key(text) => {
             let parsed = ParsedKey::parse(text).map_err(DenyReason::Key)?;
@@ -197,17 +198,18 @@ fn authenticate_cached<H: Host + ?Sized>(
                 if (now - ts).abs() > cfg.engine.sig.window_secs {
                     return Err(DenyReason::Signed(ollama_sig::SigReject::Stale));
                 }
-                w.keys.warm_key(host, &ollama_sig::key_id_for(&public_key));
+                let id = ollama_sig::key_id_for(&public_key);
+                w.keys.warm_key(host, &id);
                 let store = LocalStore::new(host, &w.keys, &w.view.signing);
-                return principal_for_signed(&store, &public_key, now).map(Rc::new);
+                return principal_for_signed(&store, &id, &public_key, now).map(Rc::new);
             }
             let v = ollama_sig::verify(header, method, path, now, &cfg.engine.sig)
                 .map_err(DenyReason::Signed)?;
-            w.keys
-                .warm_key(host, &ollama_sig::key_id_for(&v.public_key));
+            let id = ollama_sig::key_id_for(&v.public_key);
+            w.keys.warm_key(host, &id);
             let p = {
                 let store = LocalStore::new(host, &w.keys, &w.view.signing);
-                principal_for_signed(&store, &v.public_key, now)?
+                principal_for_signed(&store, &id, &v.public_key, now)?
             };
             let until =
                 v.ts.saturating_add(cfg.engine.sig.window_secs)
@@ -248,20 +250,17 @@ fn record_failure<H: Host + ?Sized>(
     bucket: &str,
     now_us: u64,
 ) -> Option<u64> {
+    let until = |secs: u64| now_us.saturating_add(secs.saturating_mul(1_000_000));
     let (already, started) = shared::cas_update(host, &shared::failure_entry(bucket), |cur| {
         if let Some(secs) = fb.blocked(cur, now_us) {
             return (None, (Some(secs), None));
         }
         let next = fb.record_failure(cur, now_us);
-        let until = fb
-            .blocked(Some(&next), now_us)
-            .map(|secs| now_us.saturating_add(secs.saturating_mul(1_000_000)));
-        (Some(next), (None, until))
+        let started = fb.blocked(Some(&next), now_us).map(until);
+        (Some(next), (None, started))
     });
     if let Some(secs) = already {
-        w.lockouts_until_us = w
-            .lockouts_until_us
-            .max(now_us.saturating_add(secs.saturating_mul(1_000_000)));
+        w.lockouts_until_us = w.lockouts_until_us.max(until(secs));
     }
     if let Some(until) = started {
         w.lockouts_until_us = w.lockouts_until_us.max(until);
@@ -322,7 +321,7 @@ impl Request {
             (Some(Err(_)), _) | (None, Some(Err(_))) => Credential::Unparseable,
             (a, x) => extract_credential(a.and_then(Result::ok), x.and_then(Result::ok)),
         };
-        let principal = match authenticate_cached(host, w, &cred, method, path, now) {
+        let principal = match authenticate_cached(host, w, &cred, method, path, now, &cfg) {
             Ok(p) => p,
             Err(mut reason) => {
                 // A request without any credential guesses nothing: only wrong

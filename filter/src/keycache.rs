@@ -85,7 +85,7 @@ impl KeyCache {
     }
 
     /// Key `id`'s record and API-key principal: from the cache, or read once per version.
-    /// `None` when the snapshot has no such key (or the cache is off and it is absent).
+    /// `None` when the snapshot has no such key.
     pub fn key<H: Host + ?Sized>(&mut self, host: &H, id: &str) -> Option<&Entry> {
         if !self.records.contains_key(id) {
             let entry = SharedStore { host, signing: &[] }.key(id).map(|rec| Entry {

@@ -82,18 +82,10 @@ pub fn heartbeat<H: Host + ?Sized>(host: &H, worker: u32, now_us: u64) {
 /// Tells every live worker to re-read shared data (a new snapshot version, a lockout).
 /// Called after the state it announces is written, so the worker that re-reads finds it.
 pub fn notify_workers<H: Host + ?Sized>(host: &H, vm_id: &str, now_us: u64) {
-    let workers = host
-        .shared_get(WORKERS)
-        .bytes()
-        .and_then(|b| Cursor::new(b).u32())
-        .unwrap_or(0)
-        .min(MAX_WORKERS);
+    let workers = read_u32(host, WORKERS).unwrap_or(0).min(MAX_WORKERS);
     for n in 1..=workers {
-        let alive = host
-            .shared_get(&alive_entry(n))
-            .bytes()
-            .and_then(|b| Cursor::new(b).u64())
-            .is_some_and(|t| now_us.saturating_sub(t) <= ALIVE_US);
+        let alive =
+            read_u64(host, &alive_entry(n)).is_some_and(|t| now_us.saturating_sub(t) <= ALIVE_US);
         if !alive {
             continue;
         }
@@ -105,10 +97,20 @@ pub fn notify_workers<H: Host + ?Sized>(host: &H, vm_id: &str, now_us: u64) {
 
 /// When the latest lockout of any address ends (µs; 0 when none was recorded).
 pub fn lockouts_until<H: Host + ?Sized>(host: &H) -> u64 {
-    host.shared_get(FAILURE_ACTIVE)
+    read_u64(host, FAILURE_ACTIVE).unwrap_or(0)
+}
+
+/// A big-endian number entry (`kg:workers`, `kg:alive:<n>`, `kg:fb:active`).
+fn read_u32<H: Host + ?Sized>(host: &H, key: &str) -> Option<u32> {
+    host.shared_get(key)
+        .bytes()
+        .and_then(|b| Cursor::new(b).u32())
+}
+
+fn read_u64<H: Host + ?Sized>(host: &H, key: &str) -> Option<u64> {
+    host.shared_get(key)
         .bytes()
         .and_then(|b| Cursor::new(b).u64())
-        .unwrap_or(0)
 }
 
 /// Records that some address is locked out until `until_us` (the caller then notifies
