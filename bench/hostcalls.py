@@ -3,6 +3,7 @@
 
     python3 bench/hostcalls.py                      # every operation, 3 rounds × 5 s, n = 20
     python3 bench/hostcalls.py --ops property set_header --rounds 5
+    python3 bench/hostcalls.py --keygate old.wasm new.wasm   # A/B of keygate filter builds
 
 For each operation, Envoy (one worker, core 0) runs bench/probe-filter doing that operation
 `n` times per request, loaded at the same time as a second Envoy with the same filter doing
@@ -27,6 +28,7 @@ from runner import envoy as E  # noqa: E402
 from runner import procs  # noqa: E402
 from runner.context import PROXY_CORE, Context, Options  # noqa: E402
 from runner.measure import measure_together  # noqa: E402
+from runner import targets as T  # noqa: E402
 from runner.targets import Running  # noqa: E402
 
 OPS = {
@@ -63,20 +65,35 @@ def start(ctx: Context, name: str, config: str) -> Running:
     return Running(e.url, e.proc, headers={"Authorization": "Bearer kg_" + "a" * 70}, stop=e.stop)
 
 
+def start_keygate(ctx: Context, name: str, wasm: Path) -> Running:
+    """A keygate filter build, 1k keys from the snapshot stand-in, sent a valid API key."""
+    ctx._cache["keygate_wasm"] = wasm
+    e = T.start_keygate(ctx, name, "1k")
+    T.check_auth(name, e.url, T.bearer(T._key(ctx)), T.bearer(T.WRONG_KEY))
+    return Running(e.url, e.proc, headers=T.bearer(T._key(ctx)), stop=e.stop)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ops", nargs="+", choices=sorted(OPS), default=list(OPS))
     p.add_argument("--n", type=int, default=20, help="operations per request (default 20)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--keygate", nargs="+", type=Path, default=[], metavar="WASM",
+                   help="instead of --ops: builds of the keygate filter, each paired the same way "
+                        "(API key, 1k keys); prints µs per request over the empty probe")
     a = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="keygate-hostcalls-"))
     ctx = Context.create(HERE.parent, work, Options(a.rounds, a.duration, 1.0, 32, 1, False))
     rows = []
     try:
         base = start(ctx, "baseline", "none 0")
-        for op in a.ops:
-            run = start(ctx, f"probe-{op}", f"{op} {a.n}")
+        if a.keygate:
+            a.n, a.ops = 1, [str(w) for w in a.keygate]
+            OPS.update({w: "keygate filter build, API key, 1k keys: µs per request" for w in a.ops})
+        for i, op in enumerate(a.ops):
+            run = (start_keygate(ctx, f"keygate-{i}", Path(op)) if a.keygate
+                   else start(ctx, f"probe-{op}", f"{op} {a.n}"))
             measure_together(ctx, {"baseline": base, op: run}, 1.0, 0)
             per_op = []
             for rnd in range(1, a.rounds + 1):
